@@ -1,0 +1,79 @@
+// One params struct per op: raw pointers, sizes in elements, dtype, stream.
+// Filled in one place (fused_lstm/_backend.py through the bindings) and passed
+// by value to the CPU recurrence and the CUDA launchers. No framework types.
+//
+// Sequence layout, shared by gates_x, y, grad_y, grad_gates and the saved
+// buffers: time-major and contiguous, one row (of 4H, H or H_out elements) per
+// (step, batch row).
+//   dense  (batch_sizes == nullptr): step t holds rows [t*batch, (t+1)*batch).
+//   packed (batch_sizes != nullptr, a PackedSequence sorted by length): step t
+//          holds batch_sizes[t] rows, non-increasing in t, batch_sizes[0] ==
+//          batch, starting at row sum_{s<t} batch_sizes[s]. Batch rows past
+//          batch_sizes[t] have ended; their h/c state is left as it is, which
+//          makes it their h_n/c_n. No work is done for them.
+// State tensors (h0, c0, h_n, c_n and their grads) are [batch, H or H_out]
+// contiguous. Weights are nn.LSTM's, contiguous row-major.
+#pragma once
+#include <cstdint>
+
+namespace fused_lstm {
+
+enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+struct LstmSizes {
+  int64_t seq_len = 0;    // T
+  int64_t batch = 0;      // N (batch_sizes[0] when packed)
+  int64_t hidden = 0;     // H
+  int64_t proj_size = 0;  // P; 0 = no projection
+  int64_t out_size() const { return proj_size > 0 ? proj_size : hidden; }  // H_out
+  // [T] int64 per-step batch sizes in the executing device's memory, or nullptr.
+  const int64_t* batch_sizes = nullptr;
+  int64_t total_rows = 0;  // T*N dense, sum(batch_sizes) packed
+};
+
+// Forward recurrence of one layer and direction: for each step t,
+// pre = gates_x[t] + h_{t-1} @ w_hh^T; (i,f,g,o, c_t, h_t) from lstm_math.h;
+// h_out_t = proj_size ? h_t @ w_hr^T : h_t; y[t] = h_out_t.
+struct LstmFwdParams {
+  LstmSizes sizes;
+  DType dtype = DType::kFloat32;  // storage dtype of every non-saved tensor
+  const void* gates_x = nullptr;  // [rows, 4H]  x @ W_ih^T + b_ih + b_hh
+  const void* w_hh = nullptr;     // [4H, H_out]
+  const void* w_hr = nullptr;     // [P, H], or nullptr when proj_size == 0
+  const void* h0 = nullptr;       // [N, H_out]
+  const void* c0 = nullptr;       // [N, H]
+  void* y = nullptr;              // [rows, H_out]
+  void* h_n = nullptr;            // [N, H_out]
+  void* c_n = nullptr;            // [N, H]
+  // Training only (all nullptr in inference); in the accumulation dtype
+  // (fp64 for fp64 storage, fp32 otherwise).
+  void* saved_gates = nullptr;    // [rows, 4H] activated i, f, g, o
+  void* saved_c = nullptr;        // [rows, H] c_t
+  void* saved_h = nullptr;        // [rows, H] o*tanh(c_t) before projection; only if P > 0
+  void* stream = nullptr;         // cudaStream_t on CUDA; unused on CPU
+  bool training() const { return saved_gates != nullptr; }
+};
+
+// Backward recurrence, t = T-1 .. 0. Produces the gradients that flow through
+// time; the framework turns grad_gates into dW_ih, dx, db, dW_hh, and
+// grad_h_out into dW_hr, with one GEMM each.
+struct LstmBwdParams {
+  LstmSizes sizes;
+  DType dtype = DType::kFloat32;
+  const void* w_hh = nullptr;         // [4H, H_out]
+  const void* w_hr = nullptr;         // [P, H] or nullptr
+  const void* c0 = nullptr;           // [N, H]
+  const void* saved_gates = nullptr;  // as LstmFwdParams, accumulation dtype
+  const void* saved_c = nullptr;
+  const void* saved_h = nullptr;      // only if P > 0
+  const void* grad_y = nullptr;       // [rows, H_out]
+  const void* grad_h_n = nullptr;     // [N, H_out]
+  const void* grad_c_n = nullptr;     // [N, H]
+  void* grad_gates = nullptr;         // [rows, 4H] dL/d(pre-activation gates)
+  void* grad_h_out = nullptr;         // [rows, P] total dL/dh_out_t; only if P > 0
+  void* grad_h0 = nullptr;            // [N, H_out]
+  void* grad_c0 = nullptr;            // [N, H]
+  void* stream = nullptr;
+};
+
+}  // namespace fused_lstm

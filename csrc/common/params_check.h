@@ -1,0 +1,62 @@
+// Last-line checks on a filled params struct, run before any kernel. The
+// Python front end has already raised nn.LSTM's errors for bad user input;
+// these catch a bad call into the core (null pointers, impossible sizes).
+#pragma once
+#include "check.h"
+#include "params.h"
+
+namespace fused_lstm {
+
+inline void check_sizes(const LstmSizes& s) {
+  FUSED_LSTM_CHECK_ARG(s.seq_len > 0, "seq_len=", s.seq_len);
+  FUSED_LSTM_CHECK_ARG(s.batch >= 0, "batch=", s.batch);
+  FUSED_LSTM_CHECK_ARG(s.hidden > 0, "hidden=", s.hidden);
+  FUSED_LSTM_CHECK_ARG(s.proj_size >= 0 && s.proj_size < s.hidden, "proj_size=", s.proj_size,
+                       " hidden=", s.hidden);
+  if (s.batch_sizes == nullptr)
+    FUSED_LSTM_CHECK_ARG(s.total_rows == s.seq_len * s.batch, "total_rows=", s.total_rows,
+                         " seq_len*batch=", s.seq_len * s.batch);
+}
+
+// Packed batch sizes must start at batch, never grow, stay positive and add up
+// to total_rows. Only callable where batch_sizes is host memory.
+inline void check_host_batch_sizes(const LstmSizes& s) {
+  if (s.batch_sizes == nullptr) return;
+  int64_t sum = 0, previous = s.batch;
+  for (int64_t t = 0; t < s.seq_len; ++t) {
+    const int64_t b = s.batch_sizes[t];
+    FUSED_LSTM_CHECK_ARG(b > 0 && b <= previous, "batch_sizes[", t, "]=", b, " previous=", previous);
+    previous = b;
+    sum += b;
+  }
+  FUSED_LSTM_CHECK_ARG(s.batch_sizes[0] == s.batch, "batch_sizes[0]=", s.batch_sizes[0],
+                       " batch=", s.batch);
+  FUSED_LSTM_CHECK_ARG(sum == s.total_rows, "sum(batch_sizes)=", sum, " total_rows=", s.total_rows);
+}
+
+inline void check_params(const LstmFwdParams& p) {
+  check_sizes(p.sizes);
+  const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
+  FUSED_LSTM_CHECK_ARG(p.w_hh != nullptr);
+  FUSED_LSTM_CHECK_ARG((p.sizes.proj_size > 0) == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
+  FUSED_LSTM_CHECK_ARG(!rows || (p.gates_x != nullptr && p.y != nullptr));
+  FUSED_LSTM_CHECK_ARG(!states || (p.h0 && p.c0 && p.h_n && p.c_n));
+  const bool training = p.saved_gates != nullptr;
+  FUSED_LSTM_CHECK_ARG(!rows || training == (p.saved_c != nullptr),
+                       "saved_gates and saved_c must be given together");
+  FUSED_LSTM_CHECK_ARG(!rows || !training || (p.sizes.proj_size > 0) == (p.saved_h != nullptr),
+                       "saved_h is needed exactly when training with a projection");
+}
+
+inline void check_params(const LstmBwdParams& p) {
+  check_sizes(p.sizes);
+  const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
+  const bool proj = p.sizes.proj_size > 0;
+  FUSED_LSTM_CHECK_ARG(p.w_hh != nullptr);
+  FUSED_LSTM_CHECK_ARG(proj == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
+  FUSED_LSTM_CHECK_ARG(!rows || (p.saved_gates && p.saved_c && p.grad_y && p.grad_gates));
+  FUSED_LSTM_CHECK_ARG(!rows || !proj || (p.saved_h && p.grad_h_out));
+  FUSED_LSTM_CHECK_ARG(!states || (p.c0 && p.grad_h_n && p.grad_c_n && p.grad_h0 && p.grad_c0));
+}
+
+}  // namespace fused_lstm
