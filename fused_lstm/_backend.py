@@ -60,6 +60,15 @@ def choose(device: torch.device) -> str:
     return "reference"
 
 
+def new_output(shape, like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Uninitialised output buffer; NaN-filled when FUSED_LSTM_POISON_OUTPUTS=1, so
+    tests catch any element a kernel forgets to write."""
+    tensor = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+    if os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1" and tensor.is_floating_point():
+        tensor.fill_(float("nan"))
+    return tensor
+
+
 def _pointer(tensor: Optional[Tensor]) -> int:
     return 0 if tensor is None or tensor.numel() == 0 else tensor.data_ptr()
 
@@ -76,15 +85,14 @@ def _sizes(gates_x: Tensor, h0: Tensor, c0: Tensor, w_hr: Optional[Tensor], batc
 
 
 def _empty_saved(like: Tensor, rows: int, width: int, needed: bool) -> Tensor:
-    shape = (rows, width) if needed else (0,)
-    return torch.empty(shape, dtype=accumulate_dtype(like.dtype), device=like.device)
+    return new_output((rows, width) if needed else (0,), like, accumulate_dtype(like.dtype))
 
 
 def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     hidden, out_size = c0.shape[1], h0.shape[1]
     rows = gates_x.numel() // (4 * hidden)
-    y = gates_x.new_empty((*gates_x.shape[:-1], out_size))
-    h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
+    y = new_output((*gates_x.shape[:-1], out_size), gates_x)
+    h_n, c_n = new_output(h0.shape, h0), new_output(c0.shape, c0)
     saved_gates = _empty_saved(gates_x, rows, 4 * hidden, training)
     saved_c = _empty_saved(gates_x, rows, hidden, training)
     saved_h = _empty_saved(gates_x, rows, hidden, training and w_hr is not None)
@@ -101,9 +109,9 @@ def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
 
 def _cpu_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     hidden = c0.shape[1]
-    grad_gates = grad_y.new_empty((*grad_y.shape[:-1], 4 * hidden))
-    grad_h_out = torch.empty_like(grad_y) if w_hr is not None else grad_y.new_empty((0,))
-    grad_h0, grad_c0 = torch.empty_like(grad_h_n), torch.empty_like(grad_c_n)
+    grad_gates = new_output((*grad_y.shape[:-1], 4 * hidden), grad_y)
+    grad_h_out = new_output(grad_y.shape if w_hr is not None else (0,), grad_y)
+    grad_h0, grad_c0 = new_output(grad_h_n.shape, grad_h_n), new_output(grad_c_n.shape, grad_c_n)
     params = _C.LstmBwdParams()
     params.sizes = _sizes(grad_gates, grad_h_n, c0, w_hr, batch_sizes)
     params.dtype = getattr(_C.DType, _DTYPES[grad_y.dtype])
@@ -127,11 +135,9 @@ def _reference_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     with torch.no_grad():
         y, h_n, c_n, gates, c, h = reference.recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes)
     acc = accumulate_dtype(gates_x.dtype)
-    if not training:
-        gates = c = h = gates_x.new_empty((0,), dtype=acc)
-    elif w_hr is None:
-        h = gates_x.new_empty((0,), dtype=acc)
-    return y, h_n, c_n, gates.to(acc), c.to(acc), h.to(acc)
+    gates, c, h = (saved.to(acc) if keep else gates_x.new_empty((0,), dtype=acc)
+                   for saved, keep in ((gates, training), (c, training), (h, training and w_hr is not None)))
+    return y, h_n, c_n, gates, c, h
 
 
 def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):

@@ -19,8 +19,9 @@ _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
-                          batch_sizes: Optional[Tensor]) -> None:
-    """Raises ValueError/TypeError naming the argument before any kernel runs."""
+                          batch_sizes: Optional[Tensor], check_values: bool = True) -> None:
+    """Raises ValueError/TypeError naming the argument before any kernel runs.
+    check_values=False skips what needs batch_sizes' values (fake tensors)."""
     if gates_x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"fused_lstm: gates_x must be float32, float64, float16 or bfloat16, got {gates_x.dtype}")
     for name, tensor in (("w_hh", w_hh), ("w_hr", w_hr), ("h0", h0), ("c0", c0)):
@@ -56,12 +57,17 @@ def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
     if gates_x.dim() != 2 or gates_x.shape[1] != 4 * hidden:
         raise ValueError(f"fused_lstm: packed gates_x must have shape (rows, {4 * hidden}), "
                          f"got {tuple(gates_x.shape)}")
+    if check_values:
+        _check_batch_sizes_values(batch_sizes, batch, gates_x.shape[0])
+
+
+def _check_batch_sizes_values(batch_sizes: Tensor, batch: int, rows: int) -> None:
     sizes = batch_sizes.tolist()
     if (not sizes or sizes[0] != batch or any(b <= 0 for b in sizes)
             or any(later > earlier for earlier, later in zip(sizes, sizes[1:]))
-            or sum(sizes) != gates_x.shape[0]):
+            or sum(sizes) != rows):
         raise ValueError(f"fused_lstm: batch_sizes must be positive, non-increasing, start at the batch size "
-                         f"{batch} and add up to {gates_x.shape[0]} rows; got {sizes}")
+                         f"{batch} and add up to {rows} rows; got {sizes}")
 
 
 @torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())
@@ -77,6 +83,7 @@ def recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0
 
 @recurrence_forward.register_fake
 def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
+    check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
     hidden, out_size = c0.shape[1], h0.shape[1]
     rows = gates_x.numel() // (4 * hidden)
     acc = _backend.accumulate_dtype(gates_x.dtype)
@@ -114,9 +121,11 @@ def _previous_h(y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:
     if batch_sizes is None:
         return torch.cat([h0.unsqueeze(0), y[:-1]]).reshape(-1, h0.shape[1])
     # Packed: row n of step t > 0 reads row n of step t-1.
+    # Sizes come from shapes, not from batch_sizes' values, so this traces under torch.compile.
+    rows, batch = y.shape[0], h0.shape[0]
     offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
-    step_of_row = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)[h0.shape[0]:]
-    index_in_step = torch.arange(h0.shape[0], int(batch_sizes.sum())) - offsets[step_of_row]
+    step_of_row = torch.repeat_interleave(torch.arange(batch_sizes.shape[0]), batch_sizes, output_size=rows)[batch:]
+    index_in_step = torch.arange(batch, rows) - offsets[step_of_row]
     previous_rows = (offsets[step_of_row - 1] + index_in_step).to(y.device)
     return torch.cat([h0, y[previous_rows]])
 

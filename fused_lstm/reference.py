@@ -121,8 +121,8 @@ def recurrence_backward_from_saved(w_hh, w_hr, c0, saved_gates, saved_c, saved_h
     outputs of the compiled backward (see recurrence_forward for layouts).
 
     saved_*: as returned by recurrence_forward (accumulation dtype).
-    Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out ([rows, P],
-    or an empty tensor without projection), grad_h0, grad_c0. Checked against
+    Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (layout and
+    shape of grad_y, or an empty tensor without projection), grad_h0, grad_c0. Checked against
     the autograd-derived recurrence_backward in the tests.
     """
     hidden = c0.shape[1]
@@ -152,7 +152,7 @@ def recurrence_backward_from_saved(w_hh, w_hr, c0, saved_gates, saved_c, saved_h
         dc[:count] = dc_total * f
         dh[:count] = dpre @ w_hh_acc
     dtype = grad_y.dtype
-    grad_h_out = grad_h_out.to(dtype) if grad_h_out is not None else grad_y.new_empty((0,))
+    grad_h_out = grad_h_out.reshape(grad_y.shape).to(dtype) if grad_h_out is not None else grad_y.new_empty((0,))
     return grad_gates.reshape(*grad_y.shape[:-1], 4 * hidden).to(dtype), grad_h_out, dh.to(dtype), dc.to(dtype)
 
 
