@@ -275,13 +275,15 @@ class FusedLSTMCell(nn.Module):
             if state.size(1) != self.hidden_size:
                 raise RuntimeError(f"hidden{label} has inconsistent hidden_size: got {state.size(1)}, expected "
                                    f"{self.hidden_size}")
-        for tensor in (*hx, self.weight_ih):
-            if tensor.dtype != input.dtype:
-                raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {_dtype_name(input)} and "
-                                   f"{_dtype_name(tensor)}")
-            if tensor.device != input.device:
+        weight = self.weight_ih
+        for tensor in (input, *hx):
+            # torch's message comes from the GEMM of this tensor (mat1) with the weights (mat2).
+            if tensor.dtype != weight.dtype:
+                raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {_dtype_name(tensor)} and "
+                                   f"{_dtype_name(weight)}")
+            if tensor.device != weight.device:
                 raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                                   f"devices, {input.device} and {tensor.device}!")
+                                   f"devices, {tensor.device} and {weight.device}!")
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         if input.dim() not in (1, 2):
