@@ -1,0 +1,12 @@
+// The CUDA recurrence's kernel sources, compiled by g++ against the simt shim
+// (csrc/simt/include comes first on the include path; FUSED_LSTM_SIMT=1).
+#include "../cuda/lstm_recurrence_kernel.cuh"
+
+namespace fused_lstm::cuda {
+template void launch_lstm_forward<DType::kFloat32>(const LstmFwdParams&);
+template void launch_lstm_forward<DType::kFloat16>(const LstmFwdParams&);
+template void launch_lstm_forward<DType::kBFloat16>(const LstmFwdParams&);
+template void launch_lstm_backward<DType::kFloat32>(const LstmBwdParams&);
+template void launch_lstm_backward<DType::kFloat16>(const LstmBwdParams&);
+template void launch_lstm_backward<DType::kBFloat16>(const LstmBwdParams&);
+}  // namespace fused_lstm::cuda

@@ -1,0 +1,48 @@
+// fused_lstm._simt (test-only): the CUDA recurrence's entry points running on
+// the CPU through csrc/simt, on host memory. Same params structs as _C
+// (registered module-locally), plus the device model launches are checked
+// against (an H100 by default; tests shrink it so small shapes still spread
+// over several co-resident blocks).
+#include <pybind11/pybind11.h>
+
+#include "../bind_params.h"
+#include "../cuda/lstm_recurrence.h"
+#include "simt.h"
+
+namespace py = pybind11;
+using namespace fused_lstm;
+
+PYBIND11_MODULE(_simt, m) {
+  m.doc() = "fused_lstm CUDA kernels run on the CPU by the simt shim (tests only)";
+  bindings::bind_params(m, /*module_local=*/true);
+  bindings::def_run<LstmFwdParams>(m, "lstm_forward_cuda", cuda::lstm_forward, "forward recurrence, simt");
+  bindings::def_run<LstmBwdParams>(m, "lstm_backward_cuda", cuda::lstm_backward, "backward recurrence, simt");
+  m.def("lstm_forward_workspace_bytes", &cuda::lstm_forward_workspace_bytes, py::arg("params"));
+  m.def("lstm_backward_workspace_bytes", &cuda::lstm_backward_workspace_bytes, py::arg("params"));
+
+  m.def(
+      "set_device",
+      [](int sm_count, int64_t shared_memory_per_sm, int64_t shared_memory_per_block, int registers_per_sm,
+         int block_threads) {
+        simt::DeviceModel& d = simt::device_model();
+        d = simt::DeviceModel{};
+        if (sm_count > 0) d.sm_count = sm_count;
+        if (shared_memory_per_sm > 0) d.shared_memory_per_sm = shared_memory_per_sm;
+        if (shared_memory_per_block > 0) d.shared_memory_per_block = shared_memory_per_block;
+        if (registers_per_sm > 0) d.registers_per_sm = registers_per_sm;
+        if (block_threads > 0) d.block_threads = block_threads;
+      },
+      py::arg("sm_count") = 0, py::arg("shared_memory_per_sm") = 0, py::arg("shared_memory_per_block") = 0,
+      py::arg("registers_per_sm") = 0, py::arg("block_threads") = 0,
+      "Model a device for the launch checks (0 keeps the H100 default); no arguments resets to the H100.");
+  m.def("device", [] {
+    const simt::DeviceModel& d = simt::device_model();
+    py::dict info;
+    info["sm_count"] = d.sm_count;
+    info["shared_memory_per_sm"] = d.shared_memory_per_sm;
+    info["shared_memory_per_block"] = d.shared_memory_per_block;
+    info["registers_per_sm"] = d.registers_per_sm;
+    info["block_threads"] = d.block_threads;
+    return info;
+  });
+}
