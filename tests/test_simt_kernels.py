@@ -169,3 +169,16 @@ def test_workspace_too_small_is_refused():
     tiny = lambda shape, dtype, device: torch.empty(1 if dtype == torch.uint8 else shape, dtype=dtype)  # noqa: E731
     with pytest.raises(ValueError, match="workspace"):
         _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt, alloc=tiny)
+
+
+def test_path_from_environment(monkeypatch):
+    generator = torch.Generator().manual_seed(13)
+    inputs, _, _ = make_inputs(2, 2, 11, 0, None, torch.float32, generator)
+    ref = reference.recurrence_forward(**as64(inputs))[0]
+    for value in ["step", "persistent", "auto"]:
+        monkeypatch.setenv("FUSED_LSTM_CUDA_PATH", value)
+        y = _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt, alloc=poisoned)[0]
+        assert (y.double() - ref).abs().max() < 1e-5, value
+    monkeypatch.setenv("FUSED_LSTM_CUDA_PATH", "fastest")
+    with pytest.raises(ValueError, match="FUSED_LSTM_CUDA_PATH"):
+        _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt)

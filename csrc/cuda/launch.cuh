@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../common/check.h"
 #if !FUSED_LSTM_SIMT
@@ -43,6 +44,12 @@ struct DeviceLimits {
   int block_threads = 128;  // threads per block the launchers use
 };
 
+// Arguments must have the kernel's exact parameter types: a cooperative launch
+// passes their addresses, so a conversion would hand the kernel the wrong bytes.
+#define FUSED_LSTM_CHECK_LAUNCH_ARGUMENTS()                                                                \
+  static_assert(sizeof...(Params) == sizeof...(Args) && (std::is_same_v<std::decay_t<Args>, Params> && ...), \
+                "launch(): pass arguments of the kernel's exact parameter types")
+
 #if FUSED_LSTM_SIMT
 inline DeviceLimits device_limits() {
   const simt::DeviceModel& d = simt::device_model();
@@ -59,6 +66,7 @@ int64_t co_resident_blocks(Kernel, const LaunchConfig& config) {
 
 template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), const LaunchConfig& config, Args&&... args) {
+  FUSED_LSTM_CHECK_LAUNCH_ARGUMENTS();
   simt::LaunchConfig simt_config;
   simt_config.grid = simt::Dim3(config.grid);
   simt_config.block = simt::Dim3(config.block);
@@ -110,6 +118,7 @@ int64_t co_resident_blocks(Kernel kernel, const LaunchConfig& config) {
 
 template <class... Params, class... Args>
 void launch(void (*kernel)(Params...), const LaunchConfig& config, Args&&... args) {
+  FUSED_LSTM_CHECK_LAUNCH_ARGUMENTS();
   allow_shared_memory(kernel, config.shared_memory);
   cudaStream_t stream = static_cast<cudaStream_t>(config.stream);
   if (config.cooperative) {

@@ -37,7 +37,7 @@ constexpr int kMaxThreads = 128;      // threads per block, at most (launch boun
 constexpr int kMinBlocksPerSm = 4;    // => ptxas keeps every kernel at <= 128 registers
 constexpr int kRegisterBudget = 65536 / (kMaxThreads * kMinBlocksPerSm);
 constexpr int kBatchTile = 4;         // batch rows per shared-memory tile
-constexpr int kStepUnits = 8;         // hidden units per block in the step kernels
+constexpr int kStepUnits = 8;         // hidden units per block in the step kernels, at most
 
 // ---------------------------------------------------------------- device code
 
@@ -482,6 +482,14 @@ inline RecurrencePath requested_path(RecurrencePath path) {
   return RecurrencePath::kAuto;
 }
 
+// Units per block of a step kernel: up to kStepUnits, fewer when that leaves
+// SMs idle (about two blocks per SM). The result does not depend on it: every
+// dot product is one warp's, in the same order, whatever the split.
+inline int step_units(int64_t count) {
+  const int64_t blocks_wanted = 2 * int64_t(device_limits().sm_count);
+  return int(std::max<int64_t>(1, std::min<int64_t>(kStepUnits, ceil_div(count, blocks_wanted))));
+}
+
 inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream) {
   const DeviceLimits limits = device_limits();
   FUSED_LSTM_CHECK_ARG(grid < (int64_t(1) << 31), "grid of ", grid, " blocks");
@@ -537,11 +545,11 @@ template <DType D> void launch_lstm_forward(const LstmFwdParams& p) {
                          "the persistent forward does not fit on this device: hidden=", H, " proj_size=", P);
     if (fits) return launch(lstm_fwd_persistent_kernel<T>, config, a);
   }
-  a.units = int(std::min<int64_t>(kStepUnits, H));
+  a.units = step_units(H);
   const LaunchConfig gates = base_config(ceil_div(H, a.units), tile_bytes(O, 4 * a.units), p.stream);
   LaunchConfig proj;
   if (P > 0) {
-    a.proj = kStepUnits;
+    a.proj = step_units(P);
     proj = base_config(ceil_div(P, a.proj), tile_bytes(H, a.proj), p.stream);
   }
   for (int64_t t = 0; t < s.seq_len; ++t) {
@@ -578,8 +586,8 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
       return launch(lstm_bwd_persistent_kernel<T>, config, a);
     }
   }
-  a.units = int(std::min<int64_t>(kStepUnits, H));
-  a.proj = P > 0 ? kStepUnits : a.units;
+  a.units = step_units(H);
+  a.proj = P > 0 ? step_units(P) : a.units;
   const LaunchConfig gates =
       base_config(ceil_div(H, a.units), tile_bytes(P > 0 ? P : 4 * H, a.units), p.stream);
   const LaunchConfig dh = base_config(ceil_div(O, a.proj), tile_bytes(4 * H, a.proj), p.stream);
