@@ -37,6 +37,7 @@ constexpr int kMaxThreads = 128;      // threads per block, at most (launch boun
 constexpr int kMinBlocksPerSm = 4;    // => ptxas keeps every kernel at <= 128 registers
 constexpr int kRegisterBudget = 65536 / (kMaxThreads * kMinBlocksPerSm);
 constexpr int kBatchTile = 4;         // batch rows per shared-memory tile
+constexpr int kRowsPerPass = 2;       // weight rows a warp multiplies at once
 constexpr int kStepUnits = 8;         // hidden units per block in the step kernels, at most
 
 // ---------------------------------------------------------------- device code
@@ -59,25 +60,45 @@ struct StepRows {
 
 // out[b * out_stride + i] = sum_k row(i)[k] * tile[b * K + k] for i < count,
 // b < kBatchTile. The tile is fp32 in shared memory; rows are any storage type.
+// A warp takes kRowsPerPass rows at once so each tile value it loads feeds
+// kRowsPerPass FMAs. Every dot product is one warp's, lanes striding over k,
+// then a butterfly: the same order whatever the grid, so the step and
+// persistent paths give the same bits.
 template <class T, class RowFn>
-__device__ __forceinline__ void rows_times_tile(RowFn row, int count, const float* tile, int64_t K, float* out,
+__device__ __forceinline__ void rows_times_tile(RowFn row, int count, const float* tile, int64_t K64, float* out,
                                                 int out_stride) {
   const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32), warps = int(blockDim.x / 32);
-  for (int i = warp; i < count; i += warps) {  // warp-uniform: every lane shuffles
-    const T* a = row(i);
-    float acc[kBatchTile];
+  const int K = int(K64);  // < 2^31: the launchers bound K by shared memory
+  for (int i0 = warp * kRowsPerPass; i0 < count; i0 += warps * kRowsPerPass) {  // warp-uniform
+    const T* a[kRowsPerPass];
 #pragma unroll
-    for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.f;
-    for (int64_t k = lane; k < K; k += 32) {
-      const float w = to_acc(a[k]);
+    for (int r = 0; r < kRowsPerPass; ++r) a[r] = row(std::min(i0 + r, count - 1));  // past count: result dropped
+    float acc[kRowsPerPass][kBatchTile];
 #pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) acc[b] += w * tile[b * K + k];
+    for (int r = 0; r < kRowsPerPass; ++r)
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) acc[r][b] = 0.f;
+    for (int k = lane; k < K; k += 32) {
+      float x[kBatchTile];
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) x[b] = tile[b * K + k];
+#pragma unroll
+      for (int r = 0; r < kRowsPerPass; ++r) {
+        const float w = to_acc(a[r][k]);
+#pragma unroll
+        for (int b = 0; b < kBatchTile; ++b) acc[r][b] += w * x[b];
+      }
     }
 #pragma unroll
-    for (int b = 0; b < kBatchTile; ++b) acc[b] = warp_sum(acc[b]);
+    for (int r = 0; r < kRowsPerPass; ++r)
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) acc[r][b] = warp_sum(acc[r][b]);
     if (lane == 0) {
 #pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) out[b * out_stride + i] = acc[b];
+      for (int r = 0; r < kRowsPerPass; ++r)
+        if (i0 + r < count)
+#pragma unroll
+          for (int b = 0; b < kBatchTile; ++b) out[b * out_stride + i0 + r] = acc[r][b];
     }
   }
 }
