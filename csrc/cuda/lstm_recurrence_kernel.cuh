@@ -526,14 +526,15 @@ inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream) {
   return config;
 }
 
-// The persistent launch: the most blocks (fewest units each) whose slices fit
-// in shared memory and that can all be co-resident. Returns false if none.
+// The persistent launch: about one block per SM (every block stages all of
+// h_{t-1} from L2 each step, so more blocks cost L2 bandwidth and barrier
+// participants), with the fewest units per block whose slices fit in shared
+// memory and whose grid can be co-resident. Returns false if none.
 template <class Kernel, class SmemFn>
 bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, SmemFn smem_of, LaunchConfig& config, int& J,
                      int& Q) {
   const DeviceLimits limits = device_limits();
-  const int64_t max_blocks = int64_t(limits.sm_count) * 4;
-  for (int64_t units = std::max<int64_t>(1, ceil_div(H, max_blocks)); units <= H; ++units) {
+  for (int64_t units = std::max<int64_t>(1, ceil_div(H, limits.sm_count)); units <= H; ++units) {
     const int64_t blocks = ceil_div(H, units);
     if (units > 1 && ceil_div(H, units - 1) == blocks) continue;  // same grid, fewer units is better
     const int64_t proj = P > 0 ? ceil_div(P, blocks) : 0;
