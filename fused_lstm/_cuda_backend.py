@@ -12,6 +12,7 @@ CPU by csrc/simt, tests only): pass ``module`` and host tensors.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -53,10 +54,20 @@ def _sizes(module, steps_of: Tensor, hidden: int, batch: int, proj_size: int, ba
 
 
 def _device_batch_sizes(batch_sizes: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
-    # The kernels read per-step batch sizes on the device, as int64.
+    # The kernels read per-step batch sizes on the device, as int64. A CPU
+    # tensor (PackedSequence's) goes through pinned memory so the copy is
+    # asynchronous on the current stream: no host sync.
     if batch_sizes is None:
         return None
-    return batch_sizes.to(device=device, dtype=torch.int64).contiguous()
+    batch_sizes = batch_sizes.to(dtype=torch.int64).contiguous()
+    if device.type == "cuda" and batch_sizes.device.type == "cpu":
+        return batch_sizes.pin_memory().to(device, non_blocking=True)
+    return batch_sizes.to(device)
+
+
+def _on_device(device: torch.device):
+    # Kernels launch on the current CUDA device: make it the tensors' device.
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _path(module, path: Optional[str]):
@@ -94,7 +105,8 @@ def forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c
     p.path = _path(module, path)
     workspace = alloc((module.lstm_forward_workspace_bytes(p),), torch.uint8, device)
     p.workspace, p.workspace_bytes = workspace.data_ptr(), workspace.numel()
-    module.lstm_forward_cuda(p)
+    with _on_device(device):
+        module.lstm_forward_cuda(p)
     return y, h_n, c_n, saved_gates, saved_c, saved_h
 
 
@@ -125,5 +137,6 @@ def backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tens
     p.path = _path(module, path)
     workspace = alloc((module.lstm_backward_workspace_bytes(p),), torch.uint8, device)
     p.workspace, p.workspace_bytes = workspace.data_ptr(), workspace.numel()
-    module.lstm_backward_cuda(p)
+    with _on_device(device):
+        module.lstm_backward_cuda(p)
     return grad_gates, grad_h_out, grad_h0, grad_c0

@@ -69,9 +69,10 @@ def report(tmp_path_factory):
         assert job.returncode == 0, f"{source.name} failed to compile (a spill is an error):\n{output}"
         kernels.update(parse_report(output))
     names = demangle(list(kernels))
-    table = ["kernel (sm_90)                                         regs  spill  stack  static smem"]
-    for mangled, info in sorted(kernels.items(), key=lambda kv: names[kv[0]]):
-        table.append(f"{names[mangled][:54]:54s} {info['registers']:5d} {info['spill_stores'] + info['spill_loads']:6d}"
+    short = {m: re.sub(r"^void |fused_lstm::(cuda::)?|\([^()]*\)$", "", n) for m, n in names.items()}
+    table = [f"{'kernel (' + ARCH + ')':48s}  regs  spill  stack  static smem"]
+    for mangled, info in sorted(kernels.items(), key=lambda kv: short[kv[0]]):
+        table.append(f"{short[mangled]:48s} {info['registers']:5d} {info['spill_stores'] + info['spill_loads']:6d}"
                      f" {info['stack']:6d} {info['smem']:12d}")
     print("\n".join(table))
     return {names[m]: info for m, info in kernels.items()}
