@@ -11,15 +11,13 @@
 #include "common/params.h"
 #include "cpu/lstm_recurrence.h"
 #if FUSED_LSTM_WITH_CUDA
+#include "bind_cuda.h"
 #include "cuda/cuda_runtime_info.h"
-#include "cuda/lstm_pointwise.h"
-#include "cuda/lstm_recurrence.h"
 #endif
 
 namespace py = pybind11;
 using namespace fused_lstm;
 using bindings::def_run;
-using bindings::pointer_field;
 
 namespace {
 
@@ -63,22 +61,7 @@ PYBIND11_MODULE(_C, m) {
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
 
 #if FUSED_LSTM_WITH_CUDA
-  py::class_<LstmPointwiseParams> pointwise(m, "LstmPointwiseParams");
-  pointwise.def(py::init<>())
-      .def_readwrite("batch", &LstmPointwiseParams::batch)
-      .def_readwrite("hidden", &LstmPointwiseParams::hidden)
-      .def_readwrite("dtype", &LstmPointwiseParams::dtype);
-  pointer_field(pointwise, "pre_gates", &LstmPointwiseParams::pre_gates);
-  pointer_field(pointwise, "c_prev", &LstmPointwiseParams::c_prev);
-  pointer_field(pointwise, "h", &LstmPointwiseParams::h);
-  pointer_field(pointwise, "c", &LstmPointwiseParams::c);
-  pointer_field(pointwise, "saved_gates", &LstmPointwiseParams::saved_gates);
-  pointer_field(pointwise, "stream", &LstmPointwiseParams::stream);
-  def_run<LstmPointwiseParams>(m, "lstm_pointwise_cuda", cuda::lstm_pointwise, "CUDA pointwise cell step");
-  def_run<LstmFwdParams>(m, "lstm_forward_cuda", cuda::lstm_forward, "CUDA forward recurrence (on params.stream)");
-  def_run<LstmBwdParams>(m, "lstm_backward_cuda", cuda::lstm_backward, "CUDA backward recurrence (on params.stream)");
-  m.def("lstm_forward_workspace_bytes", &cuda::lstm_forward_workspace_bytes, py::arg("params"));
-  m.def("lstm_backward_workspace_bytes", &cuda::lstm_backward_workspace_bytes, py::arg("params"));
+  bindings::bind_cuda_entry_points(m, /*module_local=*/false);
 #endif
 
   m.def("build_info", &build_info, "How this module was built and what it sees at run time");

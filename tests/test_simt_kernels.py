@@ -182,3 +182,31 @@ def test_path_from_environment(monkeypatch):
     monkeypatch.setenv("FUSED_LSTM_CUDA_PATH", "fastest")
     with pytest.raises(ValueError, match="FUSED_LSTM_CUDA_PATH"):
         _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=["fp32", "fp16", "bf16", "fp64"])
+@pytest.mark.parametrize("N,H", [(1, 5), (3, 37), (2, 130)])
+def test_pointwise_cell(N, H, dtype):
+    # The FusedLSTMCell kernel (csrc/cuda/lstm_pointwise_kernel.cuh), also through launch().
+    generator = torch.Generator().manual_seed(N * 100 + H)
+    pre = (torch.randn(N, 4 * H, generator=generator, dtype=torch.float64) * 2).to(dtype)
+    c_prev = torch.randn(N, H, generator=generator, dtype=torch.float64).to(dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    h, c = poisoned((N, H), dtype, "cpu"), poisoned((N, H), dtype, "cpu")
+    saved = poisoned((N, 4 * H), acc, "cpu")
+    p = simt.LstmPointwiseParams()
+    p.batch, p.hidden, p.dtype = N, H, getattr(simt.DType, str(dtype).split(".")[1])
+    p.pre_gates, p.c_prev, p.h, p.c, p.saved_gates = (t.data_ptr() for t in (pre, c_prev, h, c, saved))
+    simt.lstm_pointwise_cuda(p)
+
+    def cell(pre, c_prev):
+        i, f, g, o = pre.split(H, dim=1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c_new = f * c_prev + i * g
+        return o * c_new.tanh(), c_new, torch.cat([i, f, g, o], 1)
+
+    ref64 = cell(pre.double(), c_prev.double())
+    ref_low = cell(pre, c_prev)
+    floor_dtype = torch.float32 if dtype == torch.float64 else dtype
+    for name, got, r64, rlow in zip(["h", "c", "saved_gates"], [h, c, saved], ref64, ref_low):
+        check(name, got, r64, rlow, floor_dtype)

@@ -5,8 +5,7 @@
 // over several co-resident blocks).
 #include <pybind11/pybind11.h>
 
-#include "../bind_params.h"
-#include "../cuda/lstm_recurrence.h"
+#include "../bind_cuda.h"
 #include "simt.h"
 
 namespace py = pybind11;
@@ -15,10 +14,7 @@ using namespace fused_lstm;
 PYBIND11_MODULE(_simt, m) {
   m.doc() = "fused_lstm CUDA kernels run on the CPU by the simt shim (tests only)";
   bindings::bind_params(m, /*module_local=*/true);
-  bindings::def_run<LstmFwdParams>(m, "lstm_forward_cuda", cuda::lstm_forward, "forward recurrence, simt");
-  bindings::def_run<LstmBwdParams>(m, "lstm_backward_cuda", cuda::lstm_backward, "backward recurrence, simt");
-  m.def("lstm_forward_workspace_bytes", &cuda::lstm_forward_workspace_bytes, py::arg("params"));
-  m.def("lstm_backward_workspace_bytes", &cuda::lstm_backward_workspace_bytes, py::arg("params"));
+  bindings::bind_cuda_entry_points(m, /*module_local=*/true);
 
   m.def(
       "set_device",
