@@ -4,10 +4,15 @@
 // Work split: a block owns a slice of J hidden units (all four gate rows of
 // each, so the gate math needs nothing from other blocks) and, with a
 // projection, a slice of Q projection outputs. Every recurrent product is
-// "rows times a batch tile": a warp takes one weight row, its lanes stride
-// along the row (coalesced), kBatchTile batch rows are accumulated at once in
-// fp32 registers against a tile staged in shared memory, and a warp shuffle
+// "rows times a batch tile": a warp takes kRowsPerPass weight rows, its lanes
+// stride along them (coalesced), kBatchTile batch rows are accumulated at once
+// in fp32 registers against a tile staged in shared memory, and a warp shuffle
 // reduction finishes each dot product (fixed order: deterministic, no atomics).
+//
+// Paths: step kernels for any size the shared-memory tile allows (K = 4H in
+// backward: H up to ~3500 on an H100); persistent kernels when the block's
+// weight slices fit in shared memory at about one block per SM. Both cover
+// inference and training, projections and packed sequences.
 //
 // The step bodies (fwd_gates_step, fwd_proj_step, bwd_dh_step, bwd_gates_step)
 // are shared by the step kernels (one launch per step, weight rows read from
@@ -539,7 +544,7 @@ bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, SmemFn s
     if (units > 1 && ceil_div(H, units - 1) == blocks) continue;  // same grid, fewer units is better
     const int64_t proj = P > 0 ? ceil_div(P, blocks) : 0;
     const int64_t smem = smem_of(int(units), int(proj));
-    if (smem > limits.shared_memory_per_block) continue;
+    if (smem > limits.shared_memory_per_block) return false;  // grows with units: nothing larger fits
     LaunchConfig candidate = base_config(blocks, smem, stream);
     candidate.cooperative = true;
     if (blocks > co_resident_blocks(kernel, candidate)) continue;
