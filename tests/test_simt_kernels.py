@@ -36,8 +36,9 @@ SHAPES = [
 @pytest.fixture(autouse=True)
 def small_device():
     # Few SMs and 2-warp blocks: small shapes still spread over several
-    # co-resident blocks (and grid.sync), with a few hundred threads in all.
-    simt.set_device(sm_count=3, block_threads=64)
+    # co-resident blocks (and grid.sync), with a few hundred threads in all;
+    # the blocks of every launch run at once, as on a GPU.
+    simt.set_device(sm_count=3, block_threads=64, concurrent_blocks=True)
     yield
     simt.set_device()
 

@@ -1,5 +1,6 @@
 """ThreadSanitizer over the persistent kernels (forward in training mode, then
-backward) run by simt on a tiny shape: no race may be reported, and the
+backward) and the step kernels with a projection (all blocks of a launch run
+concurrently), run by simt on tiny shapes: no race may be reported, and the
 results must match the CPU recurrence. The same program with one
 __syncthreads removed (-DFUSED_LSTM_TEST_DROP_BARRIER) must be flagged: the
 check can see the races a missing barrier causes."""

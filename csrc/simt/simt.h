@@ -47,6 +47,9 @@ struct DeviceModel {
   int max_threads_per_sm = 2048;
   int max_blocks_per_sm = 32;
   int block_threads = 128;  // threads per block the launchers should use (small in tests)
+  // Run every block of a normal launch at once too (as a big GPU would), so
+  // ThreadSanitizer also sees races between blocks of one launch.
+  bool concurrent_blocks = false;
 };
 
 inline DeviceModel& device_model() {
@@ -221,8 +224,8 @@ inline void* thread_main(void* arg) {
 }  // namespace detail
 
 // Runs kernel(args...) for every thread of the grid. Blocks of a normal launch
-// run one after another (as a GPU may schedule them); a cooperative launch
-// runs all blocks at once.
+// run one after another (as a GPU may schedule them) unless the device model
+// asks for concurrent blocks; a cooperative launch runs all blocks at once.
 template <class Kernel, class... Args>
 void launch(const LaunchConfig& config, Kernel kernel, Args... args) {
   const DeviceModel& device = device_model();
@@ -246,7 +249,7 @@ void launch(const LaunchConfig& config, Kernel kernel, Args... args) {
 
   LaunchState state;
   const std::function<void()> body = [&] { kernel(args...); };
-  const int64_t blocks_at_once = config.cooperative ? blocks : 1;
+  const int64_t blocks_at_once = config.cooperative || device.concurrent_blocks ? blocks : 1;
   std::unique_ptr<Barrier> grid_barrier;
   if (config.cooperative) grid_barrier.reset(new Barrier(int(blocks * threads), "grid.sync()", &state));
 
