@@ -66,8 +66,8 @@ def test_paths_agree():
         assert torch.equal(a, b)
 
 
-def test_persistent_grid_too_large_is_refused():
-    # Forcing the persistent path where the grid cannot be co-resident raises
+def test_persistent_that_does_not_fit_is_refused():
+    # Forcing the persistent path where the weight slices do not fit on chip raises
     # (the dispatcher would fall back to the step kernels).
     simt.set_device(sm_count=1, shared_memory_per_block=8 * 1024, shared_memory_per_sm=9 * 1024, block_threads=64)
     generator = torch.Generator().manual_seed(3)
