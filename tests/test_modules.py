@@ -257,3 +257,28 @@ def test_cpu_autocast_runs_in_the_autocast_dtype_like_torch(input_dtype):
         assert a.dtype == b.dtype
         # Both ran in bf16; ours accumulates in fp32, so the two differ by bf16 rounding.
         assert (a.float() - b.float()).abs().max() < 0.05
+
+
+# -- the CUDA kernels end to end, run on the CPU by the simt module --------------------------------
+
+@pytest.mark.simt
+@pytest.mark.parametrize("config,packed", [
+    (dict(), False),
+    (dict(num_layers=2, bidirectional=True, batch_first=True), False),
+    (dict(proj_size=3), False),
+    (dict(bidirectional=True, proj_size=2), True),
+])
+@pytest.mark.parametrize("path", ["step", "persistent"])
+def test_fused_lstm_through_the_cuda_kernels_on_simt(config, packed, path, monkeypatch):
+    """FusedLSTM -> custom op -> _cuda_backend -> kernel sources (on the CPU), forward
+    and backward, against nn.LSTM: the whole CUDA wiring without a GPU."""
+    pytest.importorskip("fused_lstm._simt")
+    monkeypatch.setenv("FUSED_LSTM_BACKEND", "simt")
+    monkeypatch.setenv("FUSED_LSTM_CUDA_PATH", path)
+    reference = nn.LSTM(4, 6, dtype=torch.float32, **config)
+    fused = FusedLSTM.from_torch(reference)
+    batch_first = config.get("batch_first", False)
+    x = torch.randn((3, 5, 4) if batch_first else (5, 3, 4), requires_grad=True)
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor([2, 5, 4]), batch_first=batch_first, enforce_sorted=False)
+    assert_all_close(_run(fused, x, None), _run(reference, x, None), 5e-5, "simt kernels")

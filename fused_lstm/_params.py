@@ -1,0 +1,104 @@
+"""The one place that fills the compiled core's params structs
+(csrc/common/params.h) from tensors and allocates the outputs.
+
+Shared by the CPU backend (fused_lstm._C's CPU recurrence), the CUDA backend
+and the simt module (the CUDA kernels run on the CPU in tests): ``module`` is
+the pybind11 module whose struct types are used, ``launch`` the entry point,
+and ``configure`` adds what the device needs (stream, workspace, threads)
+before the launch.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+Allocator = Callable[..., Tensor]  # (shape, dtype, device) -> Tensor
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+                torch.bfloat16: "bfloat16"}
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the saved buffers and cell-state math for a storage dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Uninitialised output buffer; NaN-filled when FUSED_LSTM_POISON_OUTPUTS=1, so
+    tests catch any element a kernel forgets to write."""
+    tensor = torch.empty(shape, dtype=dtype, device=device)
+    if os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1" and tensor.is_floating_point():
+        tensor.fill_(float("nan"))
+    return tensor
+
+
+def pointer(tensor: Optional[Tensor]) -> int:
+    return 0 if tensor is None or tensor.numel() == 0 else tensor.data_ptr()
+
+
+def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]):
+    sizes = module.LstmSizes()
+    sizes.seq_len = rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0]
+    sizes.batch, sizes.hidden, sizes.proj_size = batch, hidden, proj_size
+    sizes.total_rows = rows_like.numel() // rows_like.shape[-1]
+    sizes.batch_sizes = pointer(batch_sizes)
+    return sizes
+
+
+def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
+                c0: Tensor, batch_sizes: Optional[Tensor], training: bool, alloc: Allocator = new_buffer,
+                configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
+    """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
+    what is not saved is an empty tensor."""
+    device, dtype, acc = gates_x.device, gates_x.dtype, accumulate_dtype(gates_x.dtype)
+    hidden, out_size = c0.shape[1], h0.shape[1]
+    proj_size = 0 if w_hr is None else w_hr.shape[0]
+    rows = gates_x.numel() // gates_x.shape[-1]
+
+    def saved(width, needed):
+        return alloc((rows, width) if needed else (0,), acc, device)
+
+    y = alloc((*gates_x.shape[:-1], out_size), dtype, device)
+    h_n, c_n = alloc(h0.shape, dtype, device), alloc(c0.shape, dtype, device)
+    saved_gates, saved_c = saved(4 * hidden, training), saved(hidden, training)
+    saved_h = saved(hidden, training and proj_size > 0)
+
+    p = module.LstmFwdParams()
+    p.sizes = _sizes(module, gates_x, h0.shape[0], hidden, proj_size, batch_sizes)
+    p.dtype = getattr(module.DType, _DTYPE_NAMES[dtype])
+    p.gates_x, p.w_hh, p.w_hr, p.h0, p.c0 = map(pointer, (gates_x, w_hh, w_hr, h0, c0))
+    p.y, p.h_n, p.c_n = map(pointer, (y, h_n, c_n))
+    p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
+    keep_alive = configure(p) if configure else None  # e.g. the workspace, until the launch is queued
+    launch(p)
+    del keep_alive
+    return y, h_n, c_n, saved_gates, saved_c, saved_h
+
+
+def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,
+                 saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+                 batch_sizes: Optional[Tensor], alloc: Allocator = new_buffer,
+                 configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
+    """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
+    shape; empty without projection), grad_h0, grad_c0."""
+    device, dtype = grad_y.device, grad_y.dtype
+    hidden = c0.shape[1]
+    proj_size = 0 if w_hr is None else w_hr.shape[0]
+    grad_gates = alloc((*grad_y.shape[:-1], 4 * hidden), dtype, device)
+    grad_h_out = alloc(grad_y.shape if proj_size > 0 else (0,), dtype, device)
+    grad_h0, grad_c0 = alloc(grad_h_n.shape, dtype, device), alloc(grad_c_n.shape, dtype, device)
+
+    p = module.LstmBwdParams()
+    p.sizes = _sizes(module, grad_y, grad_h_n.shape[0], hidden, proj_size, batch_sizes)
+    p.dtype = getattr(module.DType, _DTYPE_NAMES[dtype])
+    p.w_hh, p.w_hr, p.c0 = map(pointer, (w_hh, w_hr, c0))
+    p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
+    p.grad_y, p.grad_h_n, p.grad_c_n = map(pointer, (grad_y, grad_h_n, grad_c_n))
+    p.grad_gates, p.grad_h_out, p.grad_h0, p.grad_c0 = map(pointer, (grad_gates, grad_h_out, grad_h0, grad_c0))
+    keep_alive = configure(p) if configure else None
+    launch(p)
+    del keep_alive
+    return grad_gates, grad_h_out, grad_h0, grad_c0
