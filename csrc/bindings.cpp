@@ -64,6 +64,7 @@ py::dict build_info() {
 #undef FUSED_LSTM_CPU_FEATURE
 #endif
   info["cpu_features"] = features;
+  info["cpu_isa"] = cpu::cpu_isa();
   return info;
 }
 
@@ -101,6 +102,7 @@ PYBIND11_MODULE(_C, m) {
   pointer_field(fwd, "saved_c", &LstmFwdParams::saved_c);
   pointer_field(fwd, "saved_h", &LstmFwdParams::saved_h);
   pointer_field(fwd, "stream", &LstmFwdParams::stream);
+  fwd.def_readwrite("num_threads", &LstmFwdParams::num_threads);
 
   py::class_<LstmBwdParams> bwd(m, "LstmBwdParams");
   bwd.def(py::init<>()).def_readwrite("sizes", &LstmBwdParams::sizes).def_readwrite("dtype", &LstmBwdParams::dtype);
@@ -118,9 +120,13 @@ PYBIND11_MODULE(_C, m) {
   pointer_field(bwd, "grad_h0", &LstmBwdParams::grad_h0);
   pointer_field(bwd, "grad_c0", &LstmBwdParams::grad_c0);
   pointer_field(bwd, "stream", &LstmBwdParams::stream);
+  bwd.def_readwrite("num_threads", &LstmBwdParams::num_threads);
 
   def_run<LstmFwdParams>(m, "lstm_forward_cpu", cpu::lstm_forward, "CPU forward recurrence");
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
+  m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
+  m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),
+        "Forces the CPU kernels' instruction set (auto, avx512, avx2, portable); for tests and benchmarks");
 
 #if FUSED_LSTM_WITH_CUDA
   py::class_<LstmPointwiseParams> pointwise(m, "LstmPointwiseParams");

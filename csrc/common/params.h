@@ -51,6 +51,7 @@ struct LstmFwdParams {
   void* saved_c = nullptr;        // [rows, H] c_t
   void* saved_h = nullptr;        // [rows, H] o*tanh(c_t) before projection; only if P > 0
   void* stream = nullptr;         // cudaStream_t on CUDA; unused on CPU
+  int num_threads = 0;            // CPU: team size, torch.get_num_threads(); 0 = all cores
   bool training() const { return saved_gates != nullptr; }
 };
 
@@ -74,6 +75,7 @@ struct LstmBwdParams {
   void* grad_h0 = nullptr;            // [N, H_out]
   void* grad_c0 = nullptr;            // [N, H]
   void* stream = nullptr;
+  int num_threads = 0;                // as LstmFwdParams
 };
 
 }  // namespace fused_lstm

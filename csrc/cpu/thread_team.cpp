@@ -1,0 +1,124 @@
+#include "thread_team.h"
+
+#include <chrono>
+#include <memory>
+
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace fused_lstm::cpu {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins while value == old for about spin_us microseconds, then sleeps on
+// the atomic. sleepers counts threads (possibly) asleep, so that wakers only
+// pay for a futex call when someone sleeps (seq_cst on both sides: a waker
+// that saw no sleeper stored the new value before the sleeper re-checked it).
+void wait_while_equal(const std::atomic<unsigned>& value, unsigned old, std::atomic<int>& sleepers,
+                      int spin_us) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  for (int i = 0;; ++i) {
+    if (value.load(std::memory_order_acquire) != old) return;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
+  }
+  sleepers.fetch_add(1);
+  while (value.load() == old) value.wait(old);
+  sleepers.fetch_sub(1);
+}
+
+void wake(std::atomic<unsigned>& value, std::atomic<int>& sleepers) {
+  if (sleepers.load() > 0) value.notify_all();
+}
+
+// Steps of a recurrence are 1 us .. 1 ms apart; idle workers between calls
+// give their core back to torch quickly.
+constexpr int kBarrierSpinUs = 2000;
+constexpr int kIdleSpinUs = 50;
+
+}  // namespace
+
+ThreadTeam& ThreadTeam::instance() {
+  // After fork() the workers are gone from the child: leave the parent's team
+  // (never destroyed there) and start a new one.
+  static pid_t owner = 0;
+  static ThreadTeam* team = nullptr;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (team == nullptr || owner != getpid()) {
+    team = new ThreadTeam();  // lives for the process: workers may outlive static destructors
+    owner = getpid();
+  }
+  return *team;
+}
+
+ThreadTeam::~ThreadTeam() {
+  stopping_.store(true);
+  run_generation_.fetch_add(1);
+  run_generation_.notify_all();
+  for (auto& worker : workers_) worker.join();
+}
+
+void ThreadTeam::grow(int workers) {
+  while (static_cast<int>(workers_.size()) < workers) {
+    const int member = static_cast<int>(workers_.size()) + 1;
+    // The generation before this run's bump, so a late-starting worker still sees the run.
+    const unsigned seen = run_generation_.load();
+    workers_.emplace_back([this, member, seen] { worker_loop(member, seen); });
+  }
+}
+
+void ThreadTeam::worker_loop(int member, unsigned seen) {
+  for (;;) {
+    wait_while_equal(run_generation_, seen, sleepers_, kIdleSpinUs);
+    seen = run_generation_.load(std::memory_order_acquire);
+    if (stopping_.load()) return;
+    if (member < members_.load(std::memory_order_relaxed)) {
+      job_(context_, member);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+}
+
+void ThreadTeam::run(int members, Job job, void* context) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  if (members <= 1) {
+    job(context, 0);
+    return;
+  }
+  grow(members - 1);
+  job_ = job;
+  context_ = context;
+  members_.store(members, std::memory_order_relaxed);
+  arrived_.store(0);
+  done_.store(0);
+  run_generation_.fetch_add(1);  // seq_cst: publishes job_, context_, members_
+  wake(run_generation_, sleepers_);
+  job(context, 0);
+  while (done_.load(std::memory_order_acquire) != members - 1) cpu_relax();
+  members_.store(1, std::memory_order_relaxed);
+}
+
+void ThreadTeam::barrier() {
+  const int members = members_.load(std::memory_order_relaxed);
+  if (members <= 1) return;
+  const unsigned generation = barrier_generation_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == members - 1) {
+    arrived_.store(0, std::memory_order_relaxed);
+    barrier_generation_.fetch_add(1);  // seq_cst, releases everyone's writes
+    wake(barrier_generation_, barrier_sleepers_);
+  } else {
+    wait_while_equal(barrier_generation_, generation, barrier_sleepers_, kBarrierSpinUs);
+  }
+}
+
+}  // namespace fused_lstm::cpu

@@ -1,0 +1,54 @@
+// A persistent CPU thread team: worker threads created once (grown on demand)
+// and reused by every call, the CPU twin of a persistent GPU kernel's grid.
+// The calling thread is member 0. Workers wait spin-then-sleep between runs,
+// so they do not compete with torch's own intra-op pool, whose GEMMs run
+// before and after a recurrence, never during it.
+#pragma once
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fused_lstm::cpu {
+
+class ThreadTeam {
+ public:
+  using Job = void (*)(void* context, int member);
+
+  // The process-wide team (a fresh one in a forked child).
+  static ThreadTeam& instance();
+
+  // Runs job(context, m) for m in [0, members) concurrently, member 0 on the
+  // calling thread, and returns when all have finished. Serialised: a second
+  // caller (another Python thread) waits. Jobs must not throw.
+  void run(int members, Job job, void* context);
+
+  // Inside a job: waits until every member of the current run arrives.
+  // Spins first (steps are microseconds apart), then sleeps on a futex.
+  void barrier();
+
+  ~ThreadTeam();
+
+ private:
+  ThreadTeam() = default;
+  void grow(int workers);
+  void worker_loop(int member, unsigned seen);
+
+  std::mutex run_mutex_;
+  std::vector<std::thread> workers_;
+  // A run is published by bumping run_generation_; workers with
+  // member < members_ take part, then count themselves in done_.
+  std::atomic<unsigned> run_generation_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<int> done_{0};
+  std::atomic<bool> stopping_{false};
+  Job job_ = nullptr;
+  void* context_ = nullptr;
+  std::atomic<int> members_{1};
+  // Barrier state, on its own cache line.
+  alignas(64) std::atomic<int> arrived_{0};
+  std::atomic<unsigned> barrier_generation_{0};
+  std::atomic<int> barrier_sleepers_{0};
+};
+
+}  // namespace fused_lstm::cpu
