@@ -115,6 +115,47 @@ def recurrence_backward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h
     return grad_gates, grad_h_out, grad_h0, grad_c0, grad_w_hh, grad_w_hr
 
 
+def recurrence_backward_from_saved(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
+    """Backward of the recurrence from what the forward saved, with the
+    formulas of csrc/common/lstm_math.h in tensor form: the exact inputs and
+    outputs of the compiled backward (see recurrence_forward for layouts).
+
+    saved_*: as returned by recurrence_forward (accumulation dtype).
+    Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (layout and
+    shape of grad_y, or an empty tensor without projection), grad_h0, grad_c0. Checked against
+    the autograd-derived recurrence_backward in the tests.
+    """
+    hidden = c0.shape[1]
+    steps = _step_rows(grad_y.shape[0] if batch_sizes is None else len(batch_sizes),
+                                 grad_h_n.shape[0], batch_sizes)
+    acc = saved_c.dtype
+    flat_grad_y = grad_y.reshape(-1, grad_y.shape[-1]).to(acc)
+    w_hh_acc, w_hr_acc = w_hh.to(acc), (w_hr.to(acc) if w_hr is not None else None)
+    dh, dc = grad_h_n.to(acc).clone(), grad_c_n.to(acc).clone()
+    grad_gates = torch.empty(flat_grad_y.shape[0], 4 * hidden, dtype=acc, device=grad_y.device)
+    grad_h_out = torch.empty_like(flat_grad_y) if w_hr is not None else None
+    for t in range(len(steps) - 1, -1, -1):
+        start, count = steps[t]
+        rows = slice(start, start + count)
+        dh_out = flat_grad_y[rows] + dh[:count]
+        if grad_h_out is not None:
+            grad_h_out[rows] = dh_out
+        dh_cell = dh_out @ w_hr_acc if w_hr_acc is not None else dh_out
+        i, f, g, o = saved_gates[rows].split(hidden, dim=1)
+        c = saved_c[rows]
+        c_prev = saved_c[steps[t - 1][0]:steps[t - 1][0] + count] if t > 0 else c0[:count].to(acc)
+        tanh_c = torch.tanh(c)
+        dc_total = dc[:count] + dh_cell * o * (1 - tanh_c * tanh_c)
+        dpre = torch.cat([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f),
+                          dc_total * i * (1 - g * g), dh_cell * tanh_c * o * (1 - o)], dim=1)
+        grad_gates[rows] = dpre
+        dc[:count] = dc_total * f
+        dh[:count] = dpre @ w_hh_acc
+    dtype = grad_y.dtype
+    grad_h_out = grad_h_out.reshape(grad_y.shape).to(dtype) if grad_h_out is not None else grad_y.new_empty((0,))
+    return grad_gates.reshape(*grad_y.shape[:-1], 4 * hidden).to(dtype), grad_h_out, dh.to(dtype), dc.to(dtype)
+
+
 def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
                w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, reverse: bool = False):
     """One layer, one direction. x: [T, N, I]; returns y [T, N, H_out], h_n, c_n."""

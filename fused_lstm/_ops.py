@@ -1,0 +1,160 @@
+"""The recurrence as PyTorch custom ops, with fake (meta) kernels and autograd.
+
+fused_lstm::recurrence_forward and fused_lstm::recurrence_backward wrap the
+sequential part of one LSTM layer and direction (DESIGN.md's data flow); the
+GEMMs around it are ordinary torch ops in fused_lstm.functional, so autograd
+differentiates them itself. Layouts are those of csrc/common/params.h: gates_x
+[T, N, 4H] dense or [rows, 4H] packed with batch_sizes [T] (int64, CPU).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _backend
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
+                          batch_sizes: Optional[Tensor], check_values: bool = True) -> None:
+    """Raises ValueError/TypeError naming the argument before any kernel runs.
+    check_values=False skips what needs batch_sizes' values (fake tensors)."""
+    if gates_x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"fused_lstm: gates_x must be float32, float64, float16 or bfloat16, got {gates_x.dtype}")
+    for name, tensor in (("w_hh", w_hh), ("w_hr", w_hr), ("h0", h0), ("c0", c0)):
+        if tensor is None:
+            continue
+        if tensor.dtype != gates_x.dtype:
+            raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but gates_x has {gates_x.dtype}")
+        if tensor.device != gates_x.device:
+            raise ValueError(f"fused_lstm: {name} is on {tensor.device} but gates_x is on {gates_x.device}")
+        if tensor.dim() != 2:
+            raise ValueError(f"fused_lstm: {name} must be 2-D, got shape {tuple(tensor.shape)}")
+    batch, out_size = h0.shape
+    hidden = c0.shape[1]
+    proj_size = 0 if w_hr is None else w_hr.shape[0]
+    if hidden == 0 or (proj_size > 0 and proj_size >= hidden):
+        raise ValueError(f"fused_lstm: hidden size {hidden} with proj_size {proj_size}")
+    if out_size != (proj_size or hidden) or c0.shape[0] != batch:
+        raise ValueError(f"fused_lstm: h0 {tuple(h0.shape)} and c0 {tuple(c0.shape)} do not fit "
+                         f"hidden={hidden}, proj_size={proj_size}")
+    if tuple(w_hh.shape) != (4 * hidden, out_size):
+        raise ValueError(f"fused_lstm: w_hh must have shape {(4 * hidden, out_size)}, got {tuple(w_hh.shape)}")
+    if w_hr is not None and tuple(w_hr.shape) != (proj_size, hidden):
+        raise ValueError(f"fused_lstm: w_hr must have shape {(proj_size, hidden)}, got {tuple(w_hr.shape)}")
+    if batch_sizes is None:
+        if gates_x.dim() != 3 or gates_x.shape[1] != batch or gates_x.shape[2] != 4 * hidden:
+            raise ValueError(f"fused_lstm: gates_x must have shape (T, {batch}, {4 * hidden}), "
+                             f"got {tuple(gates_x.shape)}")
+        if gates_x.shape[0] == 0:
+            raise ValueError("fused_lstm: sequence length must be at least 1")
+        return
+    if batch_sizes.dtype != torch.int64 or batch_sizes.dim() != 1 or batch_sizes.device.type != "cpu":
+        raise ValueError("fused_lstm: batch_sizes must be a 1-D int64 CPU tensor")
+    if gates_x.dim() != 2 or gates_x.shape[1] != 4 * hidden:
+        raise ValueError(f"fused_lstm: packed gates_x must have shape (rows, {4 * hidden}), "
+                         f"got {tuple(gates_x.shape)}")
+    if check_values:
+        _check_batch_sizes_values(batch_sizes, batch, gates_x.shape[0])
+
+
+def _check_batch_sizes_values(batch_sizes: Tensor, batch: int, rows: int) -> None:
+    sizes = batch_sizes.tolist()
+    if (not sizes or sizes[0] != batch or any(b <= 0 for b in sizes)
+            or any(later > earlier for earlier, later in zip(sizes, sizes[1:]))
+            or sum(sizes) != rows):
+        raise ValueError(f"fused_lstm: batch_sizes must be positive, non-increasing, start at the batch size "
+                         f"{batch} and add up to {rows} rows; got {sizes}")
+
+
+@torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())
+def recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
+                       batch_sizes: Optional[Tensor], training: bool
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns y, h_n, c_n and the buffers backward needs (empty unless training):
+    saved_gates [rows, 4H], saved_c [rows, H], saved_h [rows, H] (projection only)."""
+    check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes)
+    contiguous = [t.contiguous() if t is not None else None for t in (gates_x, w_hh, w_hr, h0, c0, batch_sizes)]
+    return _backend.recurrence_forward(*contiguous, training)
+
+
+@recurrence_forward.register_fake
+def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
+    check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
+    hidden, out_size = c0.shape[1], h0.shape[1]
+    rows = gates_x.numel() // (4 * hidden)
+    acc = _backend.accumulate_dtype(gates_x.dtype)
+
+    def saved(width, needed):
+        return gates_x.new_empty((rows, width) if needed else (0,), dtype=acc)
+
+    y = gates_x.new_empty((*gates_x.shape[:-1], out_size))
+    return (y, torch.empty_like(h0), torch.empty_like(c0), saved(4 * hidden, training), saved(hidden, training),
+            saved(hidden, training and w_hr is not None))
+
+
+@torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
+def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
+                        saved_h: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+                        batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Returns grad_gates (layout of gates_x), grad_h_out ([rows, P]; empty
+    without projection), grad_h0, grad_c0."""
+    contiguous = [t.contiguous() if t is not None else None
+                  for t in (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)]
+    return _backend.recurrence_backward(*contiguous)
+
+
+@recurrence_backward.register_fake
+def _recurrence_backward_fake(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n,
+                              batch_sizes):
+    hidden = c0.shape[1]
+    grad_h_out = torch.empty_like(grad_y) if w_hr is not None else grad_y.new_empty((0,))
+    return (grad_y.new_empty((*grad_y.shape[:-1], 4 * hidden)), grad_h_out, torch.empty_like(grad_h_n),
+            torch.empty_like(grad_c_n))
+
+
+def _previous_h(y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:
+    """h_{t-1} for every row of the sequence layout, flattened to [rows, H_out]."""
+    if batch_sizes is None:
+        return torch.cat([h0.unsqueeze(0), y[:-1]]).reshape(-1, h0.shape[1])
+    # Packed: row n of step t > 0 reads row n of step t-1.
+    # Sizes come from shapes, not from batch_sizes' values, so this traces under torch.compile.
+    rows, batch = y.shape[0], h0.shape[0]
+    offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
+    step_of_row = torch.repeat_interleave(torch.arange(batch_sizes.shape[0]), batch_sizes, output_size=rows)[batch:]
+    index_in_step = torch.arange(batch, rows) - offsets[step_of_row]
+    previous_rows = (offsets[step_of_row - 1] + index_in_step).to(y.device)
+    return torch.cat([h0, y[previous_rows]])
+
+
+def _setup_context(ctx, inputs, output):
+    gates_x, w_hh, w_hr, h0, c0, batch_sizes, training = inputs
+    y, _, _, saved_gates, saved_c, saved_h = output
+    ctx.training = training
+    ctx.has_projection = w_hr is not None
+    ctx.save_for_backward(w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
+
+
+def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
+    if not ctx.training:
+        raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
+                           "call it with training=True to differentiate it")
+    w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = ctx.saved_tensors
+    grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
+        w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
+    # Weight gradients: one framework GEMM each over all steps.
+    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
+    grad_w_hh = flat_grad_gates.t() @ _previous_h(y, h0, batch_sizes)
+    grad_w_hr = None
+    if ctx.has_projection:
+        grad_w_hr = grad_h_out.reshape(-1, grad_h_out.shape[-1]).t() @ saved_h.to(grad_h_out.dtype)
+    return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
+
+
+torch.library.register_autograd("fused_lstm::recurrence_forward", _backward, setup_context=_setup_context)

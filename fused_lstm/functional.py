@@ -1,0 +1,123 @@
+"""fused_lstm's ops without modules.
+
+Layers, directions and inter-layer dropout are orchestrated here around the
+recurrence op (fused_lstm._ops); the input projection x @ W_ih^T + b is one
+framework GEMM per layer and direction, differentiated by autograd.
+
+Sequence layout: time-major, [T, N, features], or packed rows [rows, features]
+with ``batch_sizes`` [T] (a PackedSequence's data and batch_sizes).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._ops import recurrence_forward
+
+__all__ = ["lstm", "lstm_layer", "lstm_cell"]
+
+
+def _needs_saving(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _input_gates(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Tensor:
+    """x @ W_ih^T + b_ih + b_hh in one GEMM; keeps x's leading dims."""
+    rows = x.reshape(-1, x.shape[-1])
+    if b_ih is None:
+        gates = rows @ w_ih.t()
+    else:
+        gates = torch.addmm(b_ih + b_hh, rows, w_ih.t())
+    return gates.reshape(*x.shape[:-1], w_ih.shape[0])
+
+
+def _packed_reverse_index(batch_sizes: Tensor, device: torch.device) -> Tensor:
+    """Row permutation that reverses every sequence of a packed batch in time.
+
+    Reversed sequences have the same lengths, so the same batch_sizes; row
+    (t, n) goes to (length_n - 1 - t, n). The permutation is its own inverse.
+    """
+    steps = len(batch_sizes)
+    offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
+    step_of_row = torch.repeat_interleave(torch.arange(steps), batch_sizes)
+    row_in_step = torch.arange(int(batch_sizes.sum())) - offsets[step_of_row]
+    lengths = (batch_sizes.unsqueeze(0) > torch.arange(int(batch_sizes[0])).unsqueeze(1)).sum(1)
+    reversed_step = lengths[row_in_step] - 1 - step_of_row
+    return (offsets[reversed_step] + row_in_step).to(device)
+
+
+def _reverse_time(x: Tensor, batch_sizes: Optional[Tensor], index: Optional[Tensor]) -> Tensor:
+    return x.flip(0) if batch_sizes is None else x.index_select(0, index)
+
+
+def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
+               w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor] = None,
+               reverse: bool = False, _reverse_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """One layer, one direction.
+
+    x: [T, N, I] or packed [rows, I] with batch_sizes; h0 [N, H_out], c0 [N, H].
+    Returns y (x's layout, last dim H_out), h_n [N, H_out], c_n [N, H].
+    reverse runs the sequence backwards in time (each packed sequence within
+    its own length), as nn.LSTM's reverse direction does.
+    """
+    if reverse:
+        if batch_sizes is not None and _reverse_index is None:
+            _reverse_index = _packed_reverse_index(batch_sizes, x.device)
+        x = _reverse_time(x, batch_sizes, _reverse_index)
+    gates_x = _input_gates(x, w_ih, b_ih, b_hh)
+    training = _needs_saving(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
+    y, h_n, c_n = recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
+    if reverse:
+        y = _reverse_time(y, batch_sizes, _reverse_index)
+    return y, h_n, c_n
+
+
+def lstm(x: Tensor, hx: Tuple[Tensor, Tensor], weights: Sequence[Sequence[Optional[Tensor]]], num_layers: int,
+         dropout: float = 0.0, training: bool = False, bidirectional: bool = False, proj_size: int = 0,
+         batch_sizes: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Multi-layer, optionally bidirectional LSTM (nn.LSTM's _VF.lstm, time-major).
+
+    x: [T, N, I] or packed [rows, I] with batch_sizes.
+    hx: (h0 [L*D, N, H_out], c0 [L*D, N, H]).
+    weights[layer * D + direction] = (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent.
+    dropout: applied to each layer's output but the last, only when training.
+    Returns output (x's layout, last dim D*H_out), h_n [L*D, N, H_out], c_n [L*D, N, H].
+    """
+    directions = 2 if bidirectional else 1
+    h0, c0 = hx
+    reverse_index = None
+    if bidirectional and batch_sizes is not None:
+        reverse_index = _packed_reverse_index(batch_sizes, x.device)
+    h_n: List[Tensor] = []
+    c_n: List[Tensor] = []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            w_ih, w_hh, b_ih, b_hh, w_hr = weights[index]
+            y, h, c = lstm_layer(layer_input, w_ih, w_hh, b_ih, b_hh, w_hr if proj_size > 0 else None,
+                                 h0[index], c0[index], batch_sizes, reverse=direction == 1,
+                                 _reverse_index=reverse_index)
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, p=dropout, training=True)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+def lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """One LSTM cell step (nn.LSTMCell's math): x [N, I], hx = (h [N, H], c [N, H]).
+
+    Runs as a one-step recurrence, so it shares the recurrence's kernels and
+    autograd. Returns (h', c').
+    """
+    h, c = hx
+    y, _, c_next = lstm_layer(x.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, None, h, c)
+    return y[0], c_next
