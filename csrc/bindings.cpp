@@ -127,6 +127,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
   m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),
         "Forces the CPU kernels' instruction set (auto, avx512, avx2, portable); for tests and benchmarks");
+  m.def("set_cpu_min_step_work", &cpu::set_min_step_work, py::arg("multiply_adds"),
+        "CPU team-size policy: min multiply-adds per step per thread; returns the previous value (0: always "
+        "num_threads)");
 
 #if FUSED_LSTM_WITH_CUDA
   py::class_<LstmPointwiseParams> pointwise(m, "LstmPointwiseParams");

@@ -31,12 +31,25 @@ ISAS = supported_isas()
 
 
 @contextlib.contextmanager
-def cpu_isa(name):
+def cpu_isa(name, every_thread=True):
+    """Forces the ISA and, by default, a full team even for tiny steps."""
     _C.set_cpu_isa(name)
+    old = _C.set_cpu_min_step_work(0 if every_thread else 64 * 1024)
     try:
         yield
     finally:
         _C.set_cpu_isa("auto")
+        _C.set_cpu_min_step_work(old)
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def make_problem(T, N, H, P, dtype, packed, seed):
@@ -72,7 +85,8 @@ def fill_sizes(params, pr):
     params.sizes = s
 
 
-def run_forward(pr, training, num_threads=0):
+def run_forward(pr, training, num_threads=None):
+    num_threads = torch.get_num_threads() if num_threads is None else num_threads
     dtype = pr["h0"].dtype
     T, N, H, P, rows = pr["T"], pr["N"], pr["H"], pr["P"], pr["rows"]
     O = P if P else H
@@ -97,7 +111,8 @@ def run_forward(pr, training, num_threads=0):
     return out
 
 
-def run_backward(pr, saved, grads, num_threads=0):
+def run_backward(pr, saved, grads, num_threads=None):
+    num_threads = torch.get_num_threads() if num_threads is None else num_threads
     dtype = pr["h0"].dtype
     N, H, P, rows = pr["N"], pr["H"], pr["P"], pr["rows"]
     O = P if P else H
@@ -175,20 +190,23 @@ SHAPES = [  # T, N, H, P
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}N{}H{}P{}".format(*s))
 def test_matches_reference(shape, training, packed, dtype, isa):
     T, N, H, P = shape
-    seed = hash((shape, training, packed, str(dtype), isa)) % 2 ** 31
+    seed = torch.randint(0, 2 ** 31, ()).item()
     pr = make_problem(T, N, H, P, dtype, packed, seed)
     with cpu_isa(isa):
         check_against_reference(pr, training, seed)
 
 
-@contextlib.contextmanager
-def torch_threads(n):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(12, 16, 128, 0), (5, 64, 200, 0), (7, 9, 96, 40), (30, 1, 256, 0)],
+                         ids=lambda s: "T{}N{}H{}P{}".format(*s))
+def test_matches_reference_default_policy(shape, dtype, threads):
+    """Larger shapes through the default ISA and team-size policy (depth chunking, row blocks)."""
+    T, N, H, P = shape
+    seed = torch.randint(0, 2 ** 31, ()).item()
+    pr = make_problem(T, N, H, P, dtype, packed=True, seed=seed)
+    with torch_threads(threads):
+        check_against_reference(pr, training=True, seed=seed)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "../common/check.h"
 #include "../common/params_check.h"
@@ -21,8 +22,8 @@ namespace fused_lstm::cpu {
 namespace {
 
 // A team member costs a barrier per step (~0.2 us across cores); below this
-// many multiply-adds per step and extra member, one thread is faster.
-constexpr int64_t kMinStepWorkPerMember = 64 * 1024;
+// many multiply-adds per step and member, fewer members are faster.
+int64_t min_step_work_per_member = 64 * 1024;
 
 std::mutex dispatch_mutex;  // guards the workspace and the ISA override
 std::string isa_override = "auto";
@@ -71,7 +72,7 @@ Workspace workspace;
 int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
   int members = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   members = static_cast<int>(std::min<int64_t>(members, unit_blocks));
-  members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, step_work / kMinStepWorkPerMember)));
+  members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, step_work / std::max<int64_t>(1, min_step_work_per_member))));
   return std::max(members, 1);
 }
 
@@ -158,6 +159,12 @@ void set_cpu_isa(const std::string& name) {
   FUSED_LSTM_CHECK_ARG(kernels_named(name) != nullptr, "ISA '", name,
                        "' is unknown or not supported by this CPU (auto, avx512, avx2, portable)");
   isa_override = name;
+}
+
+int64_t set_min_step_work(int64_t multiply_adds) {
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  FUSED_LSTM_CHECK_ARG(multiply_adds >= 0, "multiply_adds=", multiply_adds);
+  return std::exchange(min_step_work_per_member, multiply_adds);
 }
 
 void lstm_forward(const LstmFwdParams& p) {

@@ -8,6 +8,7 @@
 // into SIMD panels (AVX-512, AVX2+FMA or portable, chosen at run time).
 // Results are bit-identical across runs and team sizes.
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "../common/params.h"
@@ -25,5 +26,10 @@ void lstm_backward(const LstmBwdParams& p);
 // way to force one ("auto" = the best this CPU supports), for tests.
 std::string cpu_isa();
 void set_cpu_isa(const std::string& name);
+
+// Team-size policy: at least this many multiply-adds per step per member
+// (default 64Ki). Returns the previous value; 0 = always num_threads members
+// (tests use it to run small shapes on several threads).
+int64_t set_min_step_work(int64_t multiply_adds);
 
 }  // namespace fused_lstm::cpu

@@ -19,17 +19,26 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins while value == old for about spin_us microseconds, then sleeps on
-// the atomic. sleepers counts threads (possibly) asleep, so that wakers only
-// pay for a futex call when someone sleeps (seq_cst on both sides: a waker
-// that saw no sleeper stored the new value before the sleeper re-checked it).
+// Waits while value == old: spins with pause for spin_us microseconds, then
+// spins with sched_yield for yield_us (a partner descheduled on a busy
+// machine, or torch's OpenMP threads still spinning after a GEMM, get the
+// core), then sleeps on the atomic. sleepers counts threads (possibly)
+// asleep, so that wakers only pay for a futex call when someone sleeps
+// (seq_cst on both sides: a waker that saw no sleeper stored the new value
+// before the sleeper re-checked it).
 void wait_while_equal(const std::atomic<unsigned>& value, unsigned old, std::atomic<int>& sleepers,
-                      int spin_us) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+                      int spin_us, int yield_us) {
+  using clock = std::chrono::steady_clock;
+  const auto spin_end = clock::now() + std::chrono::microseconds(spin_us);
   for (int i = 0;; ++i) {
     if (value.load(std::memory_order_acquire) != old) return;
     cpu_relax();
-    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
+    if ((i & 63) == 63 && clock::now() > spin_end) break;
+  }
+  const auto yield_end = clock::now() + std::chrono::microseconds(yield_us);
+  while (clock::now() < yield_end) {
+    if (value.load(std::memory_order_acquire) != old) return;
+    std::this_thread::yield();
   }
   sleepers.fetch_add(1);
   while (value.load() == old) value.wait(old);
@@ -42,8 +51,8 @@ void wake(std::atomic<unsigned>& value, std::atomic<int>& sleepers) {
 
 // Steps of a recurrence are 1 us .. 1 ms apart; idle workers between calls
 // give their core back to torch quickly.
-constexpr int kBarrierSpinUs = 2000;
-constexpr int kIdleSpinUs = 50;
+constexpr int kBarrierSpinUs = 200, kBarrierYieldUs = 2000;
+constexpr int kIdleSpinUs = 50, kIdleYieldUs = 0;
 
 }  // namespace
 
@@ -79,7 +88,7 @@ void ThreadTeam::grow(int workers) {
 
 void ThreadTeam::worker_loop(int member, unsigned seen) {
   for (;;) {
-    wait_while_equal(run_generation_, seen, sleepers_, kIdleSpinUs);
+    wait_while_equal(run_generation_, seen, sleepers_, kIdleSpinUs, kIdleYieldUs);
     seen = run_generation_.load(std::memory_order_acquire);
     if (stopping_.load()) return;
     if (member < members_.load(std::memory_order_relaxed)) {
@@ -104,7 +113,8 @@ void ThreadTeam::run(int members, Job job, void* context) {
   run_generation_.fetch_add(1);  // seq_cst: publishes job_, context_, members_
   wake(run_generation_, sleepers_);
   job(context, 0);
-  while (done_.load(std::memory_order_acquire) != members - 1) cpu_relax();
+  for (int i = 0; done_.load(std::memory_order_acquire) != members - 1; ++i)
+    if (i < 4096) cpu_relax(); else std::this_thread::yield();
   members_.store(1, std::memory_order_relaxed);
 }
 
@@ -117,7 +127,7 @@ void ThreadTeam::barrier() {
     barrier_generation_.fetch_add(1);  // seq_cst, releases everyone's writes
     wake(barrier_generation_, barrier_sleepers_);
   } else {
-    wait_while_equal(barrier_generation_, generation, barrier_sleepers_, kBarrierSpinUs);
+    wait_while_equal(barrier_generation_, generation, barrier_sleepers_, kBarrierSpinUs, kBarrierYieldUs);
   }
 }
 
