@@ -103,6 +103,7 @@ def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     params.h0, params.c0 = _pointer(h0), _pointer(c0)
     params.y, params.h_n, params.c_n = _pointer(y), _pointer(h_n), _pointer(c_n)
     params.saved_gates, params.saved_c, params.saved_h = _pointer(saved_gates), _pointer(saved_c), _pointer(saved_h)
+    params.num_threads = torch.get_num_threads()
     _C.lstm_forward_cpu(params)
     return y, h_n, c_n, saved_gates, saved_c, saved_h
 
@@ -120,6 +121,7 @@ def _cpu_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_
     params.grad_y, params.grad_h_n, params.grad_c_n = _pointer(grad_y), _pointer(grad_h_n), _pointer(grad_c_n)
     params.grad_gates, params.grad_h_out = _pointer(grad_gates), _pointer(grad_h_out)
     params.grad_h0, params.grad_c0 = _pointer(grad_h0), _pointer(grad_c0)
+    params.num_threads = torch.get_num_threads()
     _C.lstm_backward_cpu(params)
     return grad_gates, grad_h_out, grad_h0, grad_c0
 
