@@ -24,22 +24,37 @@ template <class T> int64_t rows_at(const LstmSizes& s, int64_t t) {
   return s.batch_sizes ? s.batch_sizes[t] : s.batch;
 }
 
-// Runs panel_product over blocks [begin, end), two panels at a time (one at
-// the end of an odd count). panel_of(block) -> panel pointer;
+// Runs panel_product over blocks [begin, end), Group panels at a time, the
+// rest in halving groups. panel_of(block) -> panel pointer;
 // epilogue(row, block, const Vec<T>* accumulators).
+template <class T, int NV, int Group, class PanelOf, class Epilogue>
+void product_in_groups(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
+                       PanelOf& panel_of, Epilogue& epilogue) {
+  int64_t b = blocks.begin;
+  for (; b + Group <= blocks.end; b += Group) {
+    const T* panels[Group];
+    for (int g = 0; g < Group; ++g) panels[g] = panel_of(b + g);
+    panel_product<T, Group, NV>(a, lda, rows, depth, panels, partial,
+                                [&](int64_t n, int p, const Vec<T>* acc) { epilogue(n, b + p, acc); });
+  }
+  if constexpr (Group > 1)
+    if (b < blocks.end)
+      product_in_groups<T, NV, Group / 2>({b, blocks.end}, a, lda, rows, depth, partial, panel_of, epilogue);
+}
+
+// Group size: enough independent accumulators for few rows (FMA latency),
+// few loads per FMA for many rows (weights reused across a row block).
 template <class T, int NV, class PanelOf, class Epilogue>
 void product_over_blocks(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
                          PanelOf panel_of, Epilogue epilogue) {
-  int64_t b = blocks.begin;
-  for (; b + 2 <= blocks.end; b += 2) {
-    const T* panels[2] = {panel_of(b), panel_of(b + 1)};
-    panel_product<T, 2, NV>(a, lda, rows, depth, panels, partial,
-                            [&](int64_t n, int p, const Vec<T>* acc) { epilogue(n, b + p, acc); });
-  }
-  if (b < blocks.end) {
-    const T* panels[1] = {panel_of(b)};
-    panel_product<T, 1, NV>(a, lda, rows, depth, panels, partial,
-                            [&](int64_t n, int, const Vec<T>* acc) { epilogue(n, b, acc); });
+  if constexpr (NV == 4) {
+    if (rows <= rows_per_block<8>())
+      return product_in_groups<T, 4, 2>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+    return product_in_groups<T, 4, 1>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+  } else {
+    if (rows <= rows_per_block<8 * NV>())
+      return product_in_groups<T, NV, 8>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+    return product_in_groups<T, NV, 4>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
   }
 }
 

@@ -5,6 +5,7 @@
 #include "lstm_recurrence.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -69,7 +70,16 @@ class Workspace {
 };
 Workspace workspace;
 
+// Contention back-off: when the members of the last run spent most of it
+// waiting for each other (another process holds the cores, so they took
+// turns), run on the calling thread alone for a while, then try again.
+// Results are bit-identical whatever the team size.
+constexpr double kContendedWaitFraction = 0.5;
+constexpr auto kSoloAfterContention = std::chrono::milliseconds(200);
+std::chrono::steady_clock::time_point solo_until{};
+
 int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
+  if (min_step_work_per_member > 0 && std::chrono::steady_clock::now() < solo_until) return 1;
   int members = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   members = static_cast<int>(std::min<int64_t>(members, unit_blocks));
   members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, step_work / std::max<int64_t>(1, min_step_work_per_member))));
@@ -83,6 +93,13 @@ struct Job {
 void run_member(void* context, int member) {
   const Job& job = *static_cast<const Job*>(context);
   job.member_fn(job.plan, member);
+}
+
+void run_job(const RecurrencePlan& plan, MemberFn fn) {
+  Job job{plan, fn};
+  const ThreadTeam::RunStats stats = plan.team->run(plan.members, run_member, &job);
+  if (stats.wait_fraction > kContendedWaitFraction)
+    solo_until = std::chrono::steady_clock::now() + kSoloAfterContention;
 }
 
 template <class T>
@@ -113,8 +130,7 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
   plan.partial = base + partial;
   std::memcpy(plan.h_buffers[0], p.h0, N * O * sizeof(T));
   plan.team = &ThreadTeam::instance();
-  Job job{plan, fn};
-  plan.team->run(plan.members, run_member, &job);
+  run_job(plan, fn);
 }
 
 template <class T>
@@ -143,8 +159,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   plan.exchange = base + exchange;
   plan.partial = base + partial;
   plan.team = &ThreadTeam::instance();
-  Job job{plan, fn};
-  plan.team->run(plan.members, run_member, &job);
+  run_job(plan, fn);
 }
 
 }  // namespace

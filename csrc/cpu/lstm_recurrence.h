@@ -28,8 +28,9 @@ std::string cpu_isa();
 void set_cpu_isa(const std::string& name);
 
 // Team-size policy: at least this many multiply-adds per step per member
-// (default 64Ki). Returns the previous value; 0 = always num_threads members
-// (tests use it to run small shapes on several threads).
+// (default 64Ki). Returns the previous value; 0 = always num_threads members,
+// and no contention back-off (tests use it to run small shapes on several
+// threads).
 int64_t set_min_step_work(int64_t multiply_adds);
 
 }  // namespace fused_lstm::cpu

@@ -51,7 +51,9 @@ void wake(std::atomic<unsigned>& value, std::atomic<int>& sleepers) {
 
 // Steps of a recurrence are 1 us .. 1 ms apart; idle workers between calls
 // give their core back to torch quickly.
-constexpr int kBarrierSpinUs = 200, kBarrierYieldUs = 2000;
+// A member that is late by more than the pause-spin is usually descheduled
+// (a busy machine): yielding lets it run when it shares this core.
+constexpr int kBarrierSpinUs = 50, kBarrierYieldUs = 1000;
 constexpr int kIdleSpinUs = 50, kIdleYieldUs = 0;
 
 }  // namespace
@@ -98,11 +100,11 @@ void ThreadTeam::worker_loop(int member, unsigned seen) {
   }
 }
 
-void ThreadTeam::run(int members, Job job, void* context) {
+ThreadTeam::RunStats ThreadTeam::run(int members, Job job, void* context) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   if (members <= 1) {
     job(context, 0);
-    return;
+    return {};
   }
   grow(members - 1);
   job_ = job;
@@ -110,12 +112,16 @@ void ThreadTeam::run(int members, Job job, void* context) {
   members_.store(members, std::memory_order_relaxed);
   arrived_.store(0);
   done_.store(0);
+  wait_ns_.store(0);
+  const auto start = std::chrono::steady_clock::now();
   run_generation_.fetch_add(1);  // seq_cst: publishes job_, context_, members_
   wake(run_generation_, sleepers_);
   job(context, 0);
   for (int i = 0; done_.load(std::memory_order_acquire) != members - 1; ++i)
     if (i < 4096) cpu_relax(); else std::this_thread::yield();
   members_.store(1, std::memory_order_relaxed);
+  const double wall_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+  return {wall_ns > 0 ? wait_ns_.load() / (members * wall_ns) : 0.0};
 }
 
 void ThreadTeam::barrier() {
@@ -127,7 +133,11 @@ void ThreadTeam::barrier() {
     barrier_generation_.fetch_add(1);  // seq_cst, releases everyone's writes
     wake(barrier_generation_, barrier_sleepers_);
   } else {
+    const auto start = std::chrono::steady_clock::now();
     wait_while_equal(barrier_generation_, generation, barrier_sleepers_, kBarrierSpinUs, kBarrierYieldUs);
+    wait_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+                           .count(),
+                       std::memory_order_relaxed);
   }
 }
 

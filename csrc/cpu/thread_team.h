@@ -5,6 +5,7 @@
 // before and after a recurrence, never during it.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -18,10 +19,16 @@ class ThreadTeam {
   // The process-wide team (a fresh one in a forked child).
   static ThreadTeam& instance();
 
+  struct RunStats {
+    // Share of the members' time spent waiting in barriers: near 1 when the
+    // members did not run at the same time (more threads than free cores).
+    double wait_fraction = 0;
+  };
+
   // Runs job(context, m) for m in [0, members) concurrently, member 0 on the
   // calling thread, and returns when all have finished. Serialised: a second
   // caller (another Python thread) waits. Jobs must not throw.
-  void run(int members, Job job, void* context);
+  RunStats run(int members, Job job, void* context);
 
   // Inside a job: waits until every member of the current run arrives.
   // Spins first (steps are microseconds apart), then sleeps on a futex.
@@ -49,6 +56,7 @@ class ThreadTeam {
   alignas(64) std::atomic<int> arrived_{0};
   std::atomic<unsigned> barrier_generation_{0};
   std::atomic<int> barrier_sleepers_{0};
+  std::atomic<int64_t> wait_ns_{0};
 };
 
 }  // namespace fused_lstm::cpu
