@@ -1,5 +1,7 @@
 #include "thread_team.h"
 
+#include "host_openmp.h"
+
 #include <chrono>
 #include <memory>
 
@@ -100,25 +102,54 @@ void ThreadTeam::worker_loop(int member, unsigned seen) {
   }
 }
 
+namespace {
+struct OpenMPRun {
+  ThreadTeam::Job job;
+  void* context;
+  int members;
+  int (*thread_num)();
+  int (*num_threads)();
+  std::atomic<bool> wrong_size{false};
+};
+void openmp_member(void* data) {
+  OpenMPRun& run = *static_cast<OpenMPRun*>(data);
+  // All or nothing: a team of another size (nested, limited) runs no member.
+  if (run.num_threads() != run.members) {
+    run.wrong_size.store(true);
+    return;
+  }
+  run.job(run.context, run.thread_num());
+}
+}  // namespace
+
 ThreadTeam::RunStats ThreadTeam::run(int members, Job job, void* context) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   if (members <= 1) {
     job(context, 0);
     return {};
   }
-  grow(members - 1);
-  job_ = job;
-  context_ = context;
   members_.store(members, std::memory_order_relaxed);
   arrived_.store(0);
-  done_.store(0);
   wait_ns_.store(0);
   const auto start = std::chrono::steady_clock::now();
-  run_generation_.fetch_add(1);  // seq_cst: publishes job_, context_, members_
-  wake(run_generation_, sleepers_);
-  job(context, 0);
-  for (int i = 0; done_.load(std::memory_order_acquire) != members - 1; ++i)
-    if (i < 4096) cpu_relax(); else std::this_thread::yield();
+  const HostOpenMP& omp = host_openmp();
+  bool ran = false;
+  if (omp.available() && !omp.in_parallel()) {
+    OpenMPRun openmp{job, context, members, omp.thread_num, omp.num_threads};
+    omp.parallel(openmp_member, &openmp, static_cast<unsigned>(members), 0);
+    ran = !openmp.wrong_size.load();
+  }
+  if (!ran) {
+    grow(members - 1);
+    job_ = job;
+    context_ = context;
+    done_.store(0);
+    run_generation_.fetch_add(1);  // seq_cst: publishes job_, context_, members_
+    wake(run_generation_, sleepers_);
+    job(context, 0);
+    for (int i = 0; done_.load(std::memory_order_acquire) != members - 1; ++i)
+      if (i < 4096) cpu_relax(); else std::this_thread::yield();
+  }
   members_.store(1, std::memory_order_relaxed);
   const double wall_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
   return {wall_ns > 0 ? wait_ns_.load() / (members * wall_ns) : 0.0};

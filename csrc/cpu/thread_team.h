@@ -1,8 +1,10 @@
-// A persistent CPU thread team: worker threads created once (grown on demand)
-// and reused by every call, the CPU twin of a persistent GPU kernel's grid.
-// The calling thread is member 0. Workers wait spin-then-sleep between runs,
-// so they do not compete with torch's own intra-op pool, whose GEMMs run
-// before and after a recurrence, never during it.
+// A persistent CPU thread team, the CPU twin of a persistent GPU kernel's
+// grid: members run one job for a whole sequence, meeting at barriers.
+// The members are torch's own OpenMP pool when that runtime is loaded
+// (host_openmp.h: its workers are spinning right after torch's GEMM, so a
+// second set of threads would fight them for the cores), else worker threads
+// of our own, created once (grown on demand) and reused, the calling thread
+// being member 0; they wait spin-then-sleep between runs.
 #pragma once
 #include <atomic>
 #include <cstdint>
