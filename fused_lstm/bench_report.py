@@ -24,6 +24,7 @@ same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -152,10 +153,21 @@ def make_case(runner: str, shape: Shape, mode: str, device: str = "cpu", seed: i
     native = runner == "lstm_native"
     cuda = device.startswith("cuda")
 
+    @contextlib.contextmanager
     def backends():
         if not native:
-            return torch.backends.mkldnn.flags(enabled=torch.backends.mkldnn.enabled)
-        return torch.backends.cudnn.flags(enabled=False) if cuda else torch.backends.mkldnn.flags(enabled=False)
+            yield
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mkldnn.flags warns about TF32 on Intel GPUs
+            flags = torch.backends.cudnn.flags(enabled=False) if cuda else torch.backends.mkldnn.flags(enabled=False)
+            flags.__enter__()
+        try:
+            yield
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flags.__exit__(None, None, None)
 
     def sync():
         if cuda:

@@ -86,12 +86,11 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   auto hh_panel = [&](int64_t b) { return w_hh_panels + b * O * 4 * W; };
   for (int64_t b = units.begin; b < units.end; ++b) {
     T* panel = hh_panel(b);
-    for (int g = 0; g < 4; ++g)
-      for (int64_t lane = 0; lane < W; ++lane) {
-        const int64_t j = b * W + lane;
-        const T* row = w_hh + (g * H + j) * O;
-        for (int64_t k = 0; k < O; ++k) panel[(k * 4 + g) * W + lane] = j < H ? row[k] : T(0);
-      }
+    const int64_t lanes = H - b * W < W ? H - b * W : W;
+    for (int64_t k = 0; k < O; ++k)  // contiguous writes; 4*W rows read in step
+      for (int g = 0; g < 4; ++g)
+        for (int64_t lane = 0; lane < W; ++lane)
+          panel[(k * 4 + g) * W + lane] = lane < lanes ? w_hh[(g * H + b * W + lane) * O + k] : T(0);
     // Cell state from c0, zero in the padding lanes.
     for (int64_t n = 0; n < N; ++n)
       load_partial(static_cast<const T*>(p.c0) + n * H + b * W, H - b * W).store(cell_state + (b * N + n) * W);
