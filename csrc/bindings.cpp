@@ -65,6 +65,7 @@ py::dict build_info() {
 #endif
   info["cpu_features"] = features;
   info["cpu_isa"] = cpu::cpu_isa();
+  info["cpu_team"] = cpu::cpu_team();
   return info;
 }
 
@@ -127,6 +128,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
   m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),
         "Forces the CPU kernels' instruction set (auto, avx512, avx2, portable); for tests and benchmarks");
+  m.def("cpu_team", &cpu::cpu_team, "CPU team engine: openmp (torch's OpenMP pool) or threads (std::thread)");
+  m.def("set_cpu_team", &cpu::set_cpu_team, py::arg("name"), "Chooses the CPU team engine: openmp or threads");
   m.def("set_cpu_min_step_work", &cpu::set_min_step_work, py::arg("multiply_adds"),
         "CPU team-size policy: min multiply-adds per step per thread; returns the previous value (0: always "
         "num_threads)");

@@ -209,16 +209,26 @@ def test_matches_reference_default_policy(shape, dtype, threads):
         check_against_reference(pr, training=True, seed=seed)
 
 
+@contextlib.contextmanager
+def cpu_team(name):
+    _C.set_cpu_team(name)
+    try:
+        yield
+    finally:
+        _C.set_cpu_team("openmp")
+
+
+@pytest.mark.parametrize("team", ["openmp", "threads"])
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(6, 16, 128, 0), (5, 3, 77, 0), (4, 7, 96, 24)],
                          ids=lambda s: "T{}N{}H{}P{}".format(*s))
-def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
+def test_bit_identical_across_runs_and_threads(shape, dtype, isa, team):
     T, N, H, P = shape
     pr = make_problem(T, N, H, P, dtype, packed=True, seed=7 + H)
     grads = make_grads(pr, 7)
     results = []
-    with cpu_isa(isa):
+    with cpu_isa(isa), cpu_team(team):
         for threads in (1, 2, 2, 1, 3):
             with torch_threads(threads):
                 fwd = run_forward(pr, training=True, num_threads=torch.get_num_threads())
@@ -229,6 +239,16 @@ def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
             assert torch.equal(value, other[key]), f"{key} differs between runs / thread counts"
 
 
-def test_rejects_unknown_isa():
+@pytest.mark.parametrize("team", ["openmp", "threads"])
+def test_team_engines_match_reference(team):
+    seed = torch.randint(0, 2 ** 31, ()).item()
+    pr = make_problem(9, 12, 70, 0, torch.float64, packed=True, seed=seed)
+    with cpu_isa("auto"), cpu_team(team):
+        check_against_reference(pr, training=True, seed=seed)
+
+
+def test_rejects_unknown_isa_and_team():
     with pytest.raises(ValueError):
         _C.set_cpu_isa("sse1")
+    with pytest.raises(ValueError):
+        _C.set_cpu_team("mpi")

@@ -182,6 +182,13 @@ int64_t set_min_step_work(int64_t multiply_adds) {
   return std::exchange(min_step_work_per_member, multiply_adds);
 }
 
+std::string cpu_team() { return ThreadTeam::instance().uses_openmp() ? "openmp" : "threads"; }
+
+void set_cpu_team(const std::string& name) {
+  FUSED_LSTM_CHECK_ARG(name == "openmp" || name == "threads", "team '", name, "': openmp or threads");
+  ThreadTeam::instance().set_use_openmp(name == "openmp");
+}
+
 void lstm_forward(const LstmFwdParams& p) {
   check_params(p);
   check_host_batch_sizes(p.sizes);

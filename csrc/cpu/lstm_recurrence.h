@@ -33,4 +33,9 @@ void set_cpu_isa(const std::string& name);
 // threads).
 int64_t set_min_step_work(int64_t multiply_adds);
 
+// Team engine: "openmp" (torch's OpenMP pool, when loaded; the default) or
+// "threads" (our own std::thread workers). cpu_team() says which runs.
+std::string cpu_team();
+void set_cpu_team(const std::string& name);
+
 }  // namespace fused_lstm::cpu

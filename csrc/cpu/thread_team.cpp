@@ -134,7 +134,7 @@ ThreadTeam::RunStats ThreadTeam::run(int members, Job job, void* context) {
   const auto start = std::chrono::steady_clock::now();
   const HostOpenMP& omp = host_openmp();
   bool ran = false;
-  if (omp.available() && !omp.in_parallel()) {
+  if (use_openmp_.load() && omp.available() && !omp.in_parallel()) {
     OpenMPRun openmp{job, context, members, omp.thread_num, omp.num_threads};
     omp.parallel(openmp_member, &openmp, static_cast<unsigned>(members), 0);
     ran = !openmp.wrong_size.load();
@@ -154,6 +154,8 @@ ThreadTeam::RunStats ThreadTeam::run(int members, Job job, void* context) {
   const double wall_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
   return {wall_ns > 0 ? wait_ns_.load() / (members * wall_ns) : 0.0};
 }
+
+bool ThreadTeam::uses_openmp() const { return use_openmp_.load() && host_openmp().available(); }
 
 void ThreadTeam::barrier() {
   const int members = members_.load(std::memory_order_relaxed);

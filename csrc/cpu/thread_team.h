@@ -32,6 +32,10 @@ class ThreadTeam {
   // caller (another Python thread) waits. Jobs must not throw.
   RunStats run(int members, Job job, void* context);
 
+  // Whether runs may use torch's OpenMP pool (when loaded); else our threads.
+  void set_use_openmp(bool use) { use_openmp_.store(use); }
+  bool uses_openmp() const;
+
   // Inside a job: waits until every member of the current run arrives.
   // Spins first (steps are microseconds apart), then sleeps on a futex.
   void barrier();
@@ -51,6 +55,7 @@ class ThreadTeam {
   std::atomic<int> sleepers_{0};
   std::atomic<int> done_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> use_openmp_{true};
   Job job_ = nullptr;
   void* context_ = nullptr;
   std::atomic<int> members_{1};
