@@ -87,10 +87,16 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   for (int64_t b = units.begin; b < units.end; ++b) {
     T* panel = hh_panel(b);
     const int64_t lanes = H - b * W < W ? H - b * W : W;
-    for (int64_t k = 0; k < O; ++k)  // contiguous writes; 4*W rows read in step
+    // Tiles of 16 k: a cache line of each of the 4*W source rows, and 16*4*W
+    // panel values, both in L1 while transposed.
+    for (int64_t k0 = 0; k0 < O; k0 += 16) {
+      const int64_t k1 = k0 + 16 < O ? k0 + 16 : O;
       for (int g = 0; g < 4; ++g)
-        for (int64_t lane = 0; lane < W; ++lane)
-          panel[(k * 4 + g) * W + lane] = lane < lanes ? w_hh[(g * H + b * W + lane) * O + k] : T(0);
+        for (int64_t lane = 0; lane < W; ++lane) {
+          const T* row = w_hh + (g * H + b * W + lane) * O;
+          for (int64_t k = k0; k < k1; ++k) panel[(k * 4 + g) * W + lane] = lane < lanes ? row[k] : T(0);
+        }
+    }
     // Cell state from c0, zero in the padding lanes.
     for (int64_t n = 0; n < N; ++n)
       load_partial(static_cast<const T*>(p.c0) + n * H + b * W, H - b * W).store(cell_state + (b * N + n) * W);
