@@ -19,8 +19,8 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   const LstmBwdParams& p = *plan.backward;
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, O = P > 0 ? P : H, N = s.batch;
-  const BlockRange units = owned_blocks<T>(plan.unit_blocks, plan, member);
-  const BlockRange outs = owned_blocks<T>(plan.out_blocks, plan, member);
+  const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
+  const BlockRange outs = owned_blocks(plan.out_blocks, plan, member);
   const T* w_hh = static_cast<const T*>(p.w_hh);
   const T* w_hr = static_cast<const T*>(p.w_hr);
   const T* c0 = static_cast<const T*>(p.c0);
@@ -78,9 +78,9 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
 
   int64_t row_end = s.total_rows;
   for (t = s.seq_len - 1; t >= 0; --t) {
-    const int64_t rows = rows_at<T>(s, t);
+    const int64_t rows = rows_at(s, t);
     row0 = row_end - rows;
-    prev_row0 = t > 0 ? row0 - rows_at<T>(s, t - 1) : 0;
+    prev_row0 = t > 0 ? row0 - rows_at(s, t - 1) : 0;
     if (P == 0) {
       // Out blocks are the unit blocks: dh carried is this member's own.
       for (int64_t b = units.begin; b < units.end; ++b)

@@ -17,12 +17,11 @@ namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
 struct BlockRange {
   int64_t begin, end;
 };
-template <class T> BlockRange owned_blocks(int64_t blocks, const RecurrencePlan& plan, int member) {
+// (Plain inline functions are safe here: the namespace is per ISA.)
+inline BlockRange owned_blocks(int64_t blocks, const RecurrencePlan& plan, int member) {
   return {blocks * member / plan.members, blocks * (member + 1) / plan.members};
 }
-template <class T> int64_t rows_at(const LstmSizes& s, int64_t t) {
-  return s.batch_sizes ? s.batch_sizes[t] : s.batch;
-}
+inline int64_t rows_at(const LstmSizes& s, int64_t t) { return s.batch_sizes ? s.batch_sizes[t] : s.batch; }
 
 // Runs panel_product over blocks [begin, end), Group panels at a time, the
 // rest in halving groups. panel_of(block) -> panel pointer;
@@ -64,8 +63,8 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   const LstmFwdParams& p = *plan.forward;
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, O = P > 0 ? P : H, N = s.batch;
-  const BlockRange units = owned_blocks<T>(plan.unit_blocks, plan, member);
-  const BlockRange outs = owned_blocks<T>(plan.out_blocks, plan, member);
+  const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
+  const BlockRange outs = owned_blocks(plan.out_blocks, plan, member);
   const T* gates_x = static_cast<const T*>(p.gates_x);
   const T* w_hh = static_cast<const T*>(p.w_hh);
   const T* w_hr = static_cast<const T*>(p.w_hr);
@@ -113,8 +112,8 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
 
   int64_t row0 = 0;
   for (int64_t t = 0; t < s.seq_len; ++t) {
-    const int64_t rows = rows_at<T>(s, t);
-    const int64_t next_rows = t + 1 < s.seq_len ? rows_at<T>(s, t + 1) : 0;  // rows n >= next_rows end at t
+    const int64_t rows = rows_at(s, t);
+    const int64_t next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;  // rows n >= next_rows end at t
     const T* h_prev = static_cast<const T*>(plan.h_buffers[t & 1]);
     T* h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
 

@@ -82,7 +82,8 @@ int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
   if (min_step_work_per_member > 0 && std::chrono::steady_clock::now() < solo_until) return 1;
   int members = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   members = static_cast<int>(std::min<int64_t>(members, unit_blocks));
-  members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, step_work / std::max<int64_t>(1, min_step_work_per_member))));
+  const int64_t by_work = min_step_work_per_member > 0 ? step_work / min_step_work_per_member : members;
+  members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, by_work)));
   return std::max(members, 1);
 }
 
@@ -102,18 +103,25 @@ void run_job(const RecurrencePlan& plan, MemberFn fn) {
     solo_until = std::chrono::steady_clock::now() + kSoloAfterContention;
 }
 
+// Blocks, team size and scratch sizes, common to forward and backward.
+RecurrencePlan sized_plan(const LstmSizes& s, int num_threads, int64_t width) {
+  RecurrencePlan plan;
+  plan.width = width;
+  plan.unit_blocks = (s.hidden + width - 1) / width;
+  plan.out_blocks = (s.out_size() + width - 1) / width;
+  plan.members = team_size(num_threads, s.batch * 4 * s.hidden * s.out_size(), plan.unit_blocks);
+  plan.partial_values = s.batch * 8 * width;  // panel_product: rows * (<= 8 vectors)
+  plan.team = &ThreadTeam::instance();
+  workspace.reset();
+  return plan;
+}
+
 template <class T>
 void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, O = s.out_size(), N = s.batch;
-  RecurrencePlan plan;
+  RecurrencePlan plan = sized_plan(s, p.num_threads, width);
   plan.forward = &p;
-  plan.width = width;
-  plan.unit_blocks = (H + width - 1) / width;
-  plan.out_blocks = (O + width - 1) / width;
-  plan.members = team_size(p.num_threads, N * 4 * H * O, plan.unit_blocks);
-  plan.partial_values = N * 8 * width;
-  workspace.reset();
   const size_t hh = workspace.reserve<T>(plan.unit_blocks * O * 4 * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.out_blocks * H * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
@@ -129,22 +137,15 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
   plan.exchange = base + exchange;
   plan.partial = base + partial;
   std::memcpy(plan.h_buffers[0], p.h0, N * O * sizeof(T));
-  plan.team = &ThreadTeam::instance();
   run_job(plan, fn);
 }
 
 template <class T>
 void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const LstmSizes& s = p.sizes;
-  const int64_t H = s.hidden, P = s.proj_size, O = s.out_size(), N = s.batch;
-  RecurrencePlan plan;
+  const int64_t H = s.hidden, P = s.proj_size, N = s.batch;
+  RecurrencePlan plan = sized_plan(s, p.num_threads, width);
   plan.backward = &p;
-  plan.width = width;
-  plan.unit_blocks = (H + width - 1) / width;
-  plan.out_blocks = (O + width - 1) / width;
-  plan.members = team_size(p.num_threads, N * 4 * H * O, plan.unit_blocks);
-  plan.partial_values = N * 8 * width;
-  workspace.reset();
   const size_t hh = workspace.reserve<T>(plan.out_blocks * 4 * H * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
@@ -158,7 +159,6 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   plan.out_state = base + out;
   plan.exchange = base + exchange;
   plan.partial = base + partial;
-  plan.team = &ThreadTeam::instance();
   run_job(plan, fn);
 }
 

@@ -40,8 +40,6 @@ struct RecurrencePlan {
   int64_t partial_values = 0;
 };
 
-inline int64_t block_begin(int64_t blocks, int members, int member) { return blocks * member / members; }
-
 // Run by each member m of the team: the whole sequence for its blocks.
 using MemberFn = void (*)(const RecurrencePlan& plan, int member);
 
