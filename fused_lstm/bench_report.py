@@ -230,6 +230,32 @@ def time_cases(shape: Shape, mode: str, runners, device: str, budget_s: float, m
     return [Result(shape, mode, runner, statistics.median(ts), len(ts)) for runner, ts in times.items()]
 
 
+def _cpu_idle_fraction(interval: float = 0.5) -> Optional[float]:
+    """Share of CPU time idle over `interval` seconds (Linux /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(max_wait_s: float, min_idle: float = 0.8) -> Optional[float]:
+    """On a shared machine: waits up to max_wait_s for the CPUs to be at least
+    min_idle idle (others' load skews every runner, nn.LSTM included); returns
+    the idle fraction seen last."""
+    deadline = time.monotonic() + max_wait_s
+    idle = _cpu_idle_fraction()
+    while idle is not None and idle < min_idle and time.monotonic() < deadline:
+        idle = _cpu_idle_fraction()
+    return idle
+
+
 # ---------------------------------------------------------------- report
 
 def fma_peak_gflops() -> Optional[float]:
@@ -323,6 +349,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-repeats", type=int, default=200)
     parser.add_argument("--out", default="bench-results", help="folder for speedup.png and results.json")
     parser.add_argument("--from-json", help="build the report from a pytest-benchmark JSON file instead of timing")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each shape and mode, wait up to SECONDS for the CPUs to be 80%% idle "
+                             "(shared machines)")
     args = parser.parse_args(argv)
 
     if args.from_json:
@@ -338,7 +367,10 @@ def main(argv=None) -> int:
         results = []
         for shape in shapes:
             for mode in args.modes.split(","):
+                idle = wait_until_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                 results += time_cases(shape, mode, runners, args.device, args.budget, args.max_repeats)
+                if idle is not None:
+                    print(f"  (CPUs {100 * idle:.0f}% idle before timing)", flush=True)
                 got = {r.runner: r.median_ms for r in results if r.shape == shape and r.mode == mode}
                 print(f"  {shape.name} {mode}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()), flush=True)
     print()
