@@ -7,36 +7,19 @@
 #include <cstdint>
 #include <string>
 
+#include "bind_params.h"
 #include "common/params.h"
 #include "cpu/lstm_recurrence.h"
 #if FUSED_LSTM_WITH_CUDA
+#include "bind_cuda.h"
 #include "cuda/cuda_runtime_info.h"
-#include "cuda/lstm_pointwise.h"
 #endif
 
 namespace py = pybind11;
 using namespace fused_lstm;
+using bindings::def_run;
 
 namespace {
-
-// Exposes a pointer field as a Python int (0 = nullptr).
-template <class Class, class Pointer>
-void pointer_field(py::class_<Class>& cls, const char* name, Pointer Class::*field) {
-  cls.def_property(
-      name, [field](const Class& self) { return reinterpret_cast<std::uintptr_t>(self.*field); },
-      [field](Class& self, std::uintptr_t address) { self.*field = reinterpret_cast<Pointer>(address); });
-}
-
-template <class Params, class Fn>
-void def_run(py::module_& m, const char* name, Fn fn, const char* doc) {
-  m.def(
-      name,
-      [fn](const Params& params) {
-        py::gil_scoped_release release;
-        fn(params);
-      },
-      py::arg("params"), doc);
-}
 
 py::dict build_info() {
   py::dict info;
@@ -74,54 +57,7 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fused_lstm compiled core (framework-free)";
 
-  py::enum_<DType>(m, "DType")
-      .value("float32", DType::kFloat32)
-      .value("float64", DType::kFloat64)
-      .value("float16", DType::kFloat16)
-      .value("bfloat16", DType::kBFloat16);
-
-  py::class_<LstmSizes> sizes(m, "LstmSizes");
-  sizes.def(py::init<>())
-      .def_readwrite("seq_len", &LstmSizes::seq_len)
-      .def_readwrite("batch", &LstmSizes::batch)
-      .def_readwrite("hidden", &LstmSizes::hidden)
-      .def_readwrite("proj_size", &LstmSizes::proj_size)
-      .def_readwrite("total_rows", &LstmSizes::total_rows);
-  pointer_field(sizes, "batch_sizes", &LstmSizes::batch_sizes);
-
-  py::class_<LstmFwdParams> fwd(m, "LstmFwdParams");
-  fwd.def(py::init<>()).def_readwrite("sizes", &LstmFwdParams::sizes).def_readwrite("dtype", &LstmFwdParams::dtype);
-  pointer_field(fwd, "gates_x", &LstmFwdParams::gates_x);
-  pointer_field(fwd, "w_hh", &LstmFwdParams::w_hh);
-  pointer_field(fwd, "w_hr", &LstmFwdParams::w_hr);
-  pointer_field(fwd, "h0", &LstmFwdParams::h0);
-  pointer_field(fwd, "c0", &LstmFwdParams::c0);
-  pointer_field(fwd, "y", &LstmFwdParams::y);
-  pointer_field(fwd, "h_n", &LstmFwdParams::h_n);
-  pointer_field(fwd, "c_n", &LstmFwdParams::c_n);
-  pointer_field(fwd, "saved_gates", &LstmFwdParams::saved_gates);
-  pointer_field(fwd, "saved_c", &LstmFwdParams::saved_c);
-  pointer_field(fwd, "saved_h", &LstmFwdParams::saved_h);
-  pointer_field(fwd, "stream", &LstmFwdParams::stream);
-  fwd.def_readwrite("num_threads", &LstmFwdParams::num_threads);
-
-  py::class_<LstmBwdParams> bwd(m, "LstmBwdParams");
-  bwd.def(py::init<>()).def_readwrite("sizes", &LstmBwdParams::sizes).def_readwrite("dtype", &LstmBwdParams::dtype);
-  pointer_field(bwd, "w_hh", &LstmBwdParams::w_hh);
-  pointer_field(bwd, "w_hr", &LstmBwdParams::w_hr);
-  pointer_field(bwd, "c0", &LstmBwdParams::c0);
-  pointer_field(bwd, "saved_gates", &LstmBwdParams::saved_gates);
-  pointer_field(bwd, "saved_c", &LstmBwdParams::saved_c);
-  pointer_field(bwd, "saved_h", &LstmBwdParams::saved_h);
-  pointer_field(bwd, "grad_y", &LstmBwdParams::grad_y);
-  pointer_field(bwd, "grad_h_n", &LstmBwdParams::grad_h_n);
-  pointer_field(bwd, "grad_c_n", &LstmBwdParams::grad_c_n);
-  pointer_field(bwd, "grad_gates", &LstmBwdParams::grad_gates);
-  pointer_field(bwd, "grad_h_out", &LstmBwdParams::grad_h_out);
-  pointer_field(bwd, "grad_h0", &LstmBwdParams::grad_h0);
-  pointer_field(bwd, "grad_c0", &LstmBwdParams::grad_c0);
-  pointer_field(bwd, "stream", &LstmBwdParams::stream);
-  bwd.def_readwrite("num_threads", &LstmBwdParams::num_threads);
+  bindings::bind_params(m, /*module_local=*/false);
 
   def_run<LstmFwdParams>(m, "lstm_forward_cpu", cpu::lstm_forward, "CPU forward recurrence");
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
@@ -132,21 +68,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_cpu_team", &cpu::set_cpu_team, py::arg("name"), "Chooses the CPU team engine: openmp or threads");
   m.def("set_cpu_min_step_work", &cpu::set_min_step_work, py::arg("multiply_adds"),
         "CPU team-size policy: min multiply-adds per step per thread; returns the previous value (0: always "
-        "num_threads)");
+        "num_threads, no contention back-off)");
 
 #if FUSED_LSTM_WITH_CUDA
-  py::class_<LstmPointwiseParams> pointwise(m, "LstmPointwiseParams");
-  pointwise.def(py::init<>())
-      .def_readwrite("batch", &LstmPointwiseParams::batch)
-      .def_readwrite("hidden", &LstmPointwiseParams::hidden)
-      .def_readwrite("dtype", &LstmPointwiseParams::dtype);
-  pointer_field(pointwise, "pre_gates", &LstmPointwiseParams::pre_gates);
-  pointer_field(pointwise, "c_prev", &LstmPointwiseParams::c_prev);
-  pointer_field(pointwise, "h", &LstmPointwiseParams::h);
-  pointer_field(pointwise, "c", &LstmPointwiseParams::c);
-  pointer_field(pointwise, "saved_gates", &LstmPointwiseParams::saved_gates);
-  pointer_field(pointwise, "stream", &LstmPointwiseParams::stream);
-  def_run<LstmPointwiseParams>(m, "lstm_pointwise_cuda", cuda::lstm_pointwise, "CUDA pointwise cell step");
+  bindings::bind_cuda_entry_points(m, /*module_local=*/false);
 #endif
 
   m.def("build_info", &build_info, "How this module was built and what it sees at run time");

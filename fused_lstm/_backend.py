@@ -142,27 +142,27 @@ def _reference_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     return y, h_n, c_n, gates, c, h
 
 
+def _host_run(cpu_fn, reference_fn, device, dtype, args, storage_outputs):
+    """Runs on the host backends; fp16/bf16 storage is computed in float32 (the
+    kernels' accumulation type) and rounded back, on either of them."""
+    run = cpu_fn if choose(device) == "cpu" and device.type == "cpu" else reference_fn
+    if dtype in (torch.float16, torch.bfloat16):
+        return _in_float32(run, args, dtype, storage_outputs)
+    return run(*args)
+
+
 def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
-    backend = choose(gates_x.device)
-    if backend == "cuda":
+    args = (gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
+    if choose(gates_x.device) == "cuda":
         from . import _cuda_backend
-        return _cuda_backend.forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
-    if backend == "cpu" and gates_x.device.type == "cpu":
-        if gates_x.dtype in (torch.float16, torch.bfloat16):
-            return _in_float32(_cpu_forward, (gates_x, w_hh, w_hr, h0, c0, batch_sizes, training),
-                               gates_x.dtype, storage_outputs=3)
-        return _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
-    return _reference_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
+        return _cuda_backend.forward(*args)
+    return _host_run(_cpu_forward, _reference_forward, gates_x.device, gates_x.dtype, args, storage_outputs=3)
 
 
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     args = (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
-    backend = choose(grad_y.device)
-    if backend == "cuda":
+    if choose(grad_y.device) == "cuda":
         from . import _cuda_backend
         return _cuda_backend.backward(*args)
-    if backend == "cpu" and grad_y.device.type == "cpu":
-        if grad_y.dtype in (torch.float16, torch.bfloat16):
-            return _in_float32(_cpu_backward, args, grad_y.dtype, storage_outputs=4)
-        return _cpu_backward(*args)
-    return reference.recurrence_backward_from_saved(*args)
+    return _host_run(_cpu_backward, reference.recurrence_backward_from_saved, grad_y.device, grad_y.dtype, args,
+                     storage_outputs=4)

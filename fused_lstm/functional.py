@@ -24,6 +24,15 @@ def _needs_saving(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _autocast(device_type: str, *tensors: Optional[Tensor]) -> List[Optional[Tensor]]:
+    """Inside torch.autocast, the whole layer runs in the autocast dtype, as
+    nn.LSTM's does (the recurrence still accumulates in float32)."""
+    if not torch.is_autocast_enabled(device_type):
+        return list(tensors)
+    dtype = torch.get_autocast_dtype(device_type)
+    return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+
+
 def _input_gates(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Tensor:
     """x @ W_ih^T + b_ih + b_hh in one GEMM; keeps x's leading dims."""
     rows = x.reshape(-1, x.shape[-1])
@@ -63,6 +72,7 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     reverse runs the sequence backwards in time (each packed sequence within
     its own length), as nn.LSTM's reverse direction does.
     """
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _autocast(x.device.type, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
     if reverse:
         if batch_sizes is not None and _reverse_index is None:
             _reverse_index = _packed_reverse_index(batch_sizes, x.device)

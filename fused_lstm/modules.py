@@ -278,7 +278,7 @@ class FusedLSTMCell(nn.Module):
         weight = self.weight_ih
         for tensor in (input, *hx):
             # torch's message comes from the GEMM of this tensor (mat1) with the weights (mat2).
-            if tensor.dtype != weight.dtype:
+            if tensor.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
                 raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {_dtype_name(tensor)} and "
                                    f"{_dtype_name(weight)}")
             if tensor.device != weight.device:
@@ -302,6 +302,11 @@ class FusedLSTMCell(nn.Module):
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         self._check_forward_args(input, hx)
         h, c = functional.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if torch.is_autocast_enabled(input.device.type):
+            # nn.LSTMCell's gates come out of autocast GEMMs, then meet c_prev: its
+            # outputs take the promoted dtype of the two.
+            dtype = torch.promote_types(torch.get_autocast_dtype(input.device.type), hx[1].dtype)
+            h, c = h.to(dtype), c.to(dtype)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c

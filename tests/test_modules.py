@@ -237,3 +237,23 @@ def test_gradcheck_two_layer_bidirectional_model():
         return out, h, c
 
     assert torch.autograd.gradcheck(model, (x, h0, c0, *fused.parameters()), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_cpu_autocast_runs_in_the_autocast_dtype_like_torch(input_dtype):
+    reference = nn.LSTM(4, 6, num_layers=2, bidirectional=True)
+    fused = FusedLSTM.from_torch(reference)
+    cell_reference = nn.LSTMCell(4, 6)
+    cell = FusedLSTMCell.from_torch(cell_reference)
+    x = torch.randn(5, 3, 4, dtype=input_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, (h, c) = reference(x)
+        assert expected.dtype == torch.bfloat16
+        actual, (h_fused, c_fused) = fused(x)
+        expected_cell = cell_reference(x[0])
+        actual_cell = cell(x[0])
+    for a, b in ((actual, expected), (h_fused, h), (c_fused, c), *zip(actual_cell, expected_cell)):
+        # nn.LSTM runs in bf16; nn.LSTMCell's outputs promote with c_prev's dtype.
+        assert a.dtype == b.dtype
+        # Both ran in bf16; ours accumulates in fp32, so the two differ by bf16 rounding.
+        assert (a.float() - b.float()).abs().max() < 0.05

@@ -200,3 +200,35 @@ def test_backward_without_training_raises():
     y = _ops.recurrence_forward(**args, training=False)[0]
     with pytest.raises(RuntimeError, match="training=False"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,packed", [((6, 4, 33, 0), False), ((5, 3, 7, 3), True)])
+def test_low_precision_within_bound_of_reference_in_that_precision(backend, dtype, shape, packed):
+    """fp16/bf16 storage, fp32 accumulation: the error against the float64 truth is
+    bounded by the error of the reference itself run in that precision."""
+    args = _inputs(*shape, torch.float64, packed)
+    low = {k: (v.to(dtype) if v is not None and v.is_floating_point() else v) for k, v in args.items()}
+    # The truth is computed from the same (rounded) inputs, in float64.
+    truth_inputs = {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in low.items()}
+    truth = reference.recurrence_forward(**truth_inputs)
+    reference_low = reference.recurrence_forward(**low)
+    actual = _ops.recurrence_forward(**low, training=True)
+    for name, a, r, t in zip(("y", "h_n", "c_n"), actual[:3], reference_low[:3], truth[:3]):
+        assert a.dtype == dtype
+        bound = 2 * max_abs_diff(r, t) + torch.finfo(dtype).eps
+        assert max_abs_diff(a, t) <= bound, name
+    grads = dict(grad_y=torch.randn_like(truth[0]), grad_h_n=torch.randn_like(truth[1]),
+                 grad_c_n=torch.randn_like(truth[2]))
+    truth_grads = reference.recurrence_backward(**truth_inputs, **grads)
+    low_grads = {k: v.to(dtype) for k, v in grads.items()}
+    reference_low_grads = reference.recurrence_backward(**low, **low_grads)
+    saved_h = actual[5]
+    actual_grads = _ops.recurrence_backward(low["w_hh"], low["w_hr"], low["c0"], actual[3], actual[4], saved_h,
+                                            low_grads["grad_y"], low_grads["grad_h_n"], low_grads["grad_c_n"],
+                                            low["batch_sizes"])
+    for index, name in ((0, "grad_gates"), (2, "grad_h0"), (3, "grad_c0")):
+        bound = 2 * max_abs_diff(reference_low_grads[index], truth_grads[index]) + torch.finfo(dtype).eps
+        assert actual_grads[index].dtype == dtype
+        assert max_abs_diff(actual_grads[index], truth_grads[index]) <= bound, name

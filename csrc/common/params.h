@@ -20,12 +20,16 @@ namespace fused_lstm {
 
 enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
 
+// CUDA recurrence path: auto (persistent when W_hh fits on chip, else step),
+// or forced (tests; also FUSED_LSTM_CUDA_PATH=step|persistent).
+enum class RecurrencePath : int { kAuto = 0, kStep = 1, kPersistent = 2 };
+
 struct LstmSizes {
   int64_t seq_len = 0;    // T
   int64_t batch = 0;      // N (batch_sizes[0] when packed)
   int64_t hidden = 0;     // H
   int64_t proj_size = 0;  // P; 0 = no projection
-  int64_t out_size() const { return proj_size > 0 ? proj_size : hidden; }  // H_out
+  constexpr int64_t out_size() const { return proj_size > 0 ? proj_size : hidden; }  // H_out
   // [T] int64 per-step batch sizes in the executing device's memory, or nullptr.
   const int64_t* batch_sizes = nullptr;
   int64_t total_rows = 0;  // T*N dense, sum(batch_sizes) packed
@@ -51,7 +55,12 @@ struct LstmFwdParams {
   void* saved_c = nullptr;        // [rows, H] c_t
   void* saved_h = nullptr;        // [rows, H] o*tanh(c_t) before projection; only if P > 0
   void* stream = nullptr;         // cudaStream_t on CUDA; unused on CPU
-  int num_threads = 0;            // CPU: team size, torch.get_num_threads(); 0 = all cores
+  // CUDA only (added for csrc/cuda): scratch memory from the framework's
+  // allocator, sized by lstm_forward_workspace_bytes; and the path to take.
+  void* workspace = nullptr;
+  int64_t workspace_bytes = 0;
+  RecurrencePath path = RecurrencePath::kAuto;
+  int num_threads = 0;  // CPU only: team size, torch.get_num_threads(); 0 = all cores
   bool training() const { return saved_gates != nullptr; }
 };
 
@@ -75,7 +84,10 @@ struct LstmBwdParams {
   void* grad_h0 = nullptr;            // [N, H_out]
   void* grad_c0 = nullptr;            // [N, H]
   void* stream = nullptr;
-  int num_threads = 0;                // as LstmFwdParams
+  void* workspace = nullptr;          // CUDA only, as LstmFwdParams
+  int64_t workspace_bytes = 0;
+  RecurrencePath path = RecurrencePath::kAuto;
+  int num_threads = 0;                // CPU only, as LstmFwdParams
 };
 
 }  // namespace fused_lstm

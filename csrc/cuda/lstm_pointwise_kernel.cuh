@@ -4,7 +4,7 @@
 #pragma once
 #include "../common/check.h"
 #include "../common/lstm_math.h"
-#include "cuda_check.h"
+#include "launch.cuh"
 #include "lstm_pointwise.h"
 #include "storage.cuh"
 
@@ -37,8 +37,11 @@ template <DType D> void launch_lstm_pointwise(const LstmPointwiseParams& p) {
   if (count == 0) return;
   const int64_t blocks = (count + kPointwiseThreads - 1) / kPointwiseThreads;
   FUSED_LSTM_CHECK_ARG(blocks < (int64_t(1) << 31), "batch*hidden=", count);
-  lstm_pointwise_kernel<D><<<unsigned(blocks), kPointwiseThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
-  FUSED_LSTM_CUDA_CHECK_LAUNCH();
+  LaunchConfig config;
+  config.grid = unsigned(blocks);
+  config.block = kPointwiseThreads;
+  config.stream = p.stream;
+  launch(lstm_pointwise_kernel<D>, config, p);
 }
 
 }  // namespace fused_lstm::cuda
