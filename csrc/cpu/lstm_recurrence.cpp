@@ -70,13 +70,14 @@ class Workspace {
 };
 Workspace workspace;
 
-// Contention back-off: when the members of the last run spent most of it
-// waiting for each other (another process holds the cores, so they took
+// Contention back-off: when the members of two runs in a row spent most of
+// them waiting for each other (another process holds the cores, so they took
 // turns), run on the calling thread alone for a while, then try again.
 // Results are bit-identical whatever the team size.
-constexpr double kContendedWaitFraction = 0.5;
-constexpr auto kSoloAfterContention = std::chrono::milliseconds(200);
+constexpr double kContendedWaitFraction = 0.6;
+constexpr auto kSoloAfterContention = std::chrono::milliseconds(100);
 std::chrono::steady_clock::time_point solo_until{};
+int contended_runs = 0;  // consecutive
 
 int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
   if (min_step_work_per_member > 0 && std::chrono::steady_clock::now() < solo_until) return 1;
@@ -99,8 +100,11 @@ void run_member(void* context, int member) {
 void run_job(const RecurrencePlan& plan, MemberFn fn) {
   Job job{plan, fn};
   const ThreadTeam::RunStats stats = plan.team->run(plan.members, run_member, &job);
-  if (stats.wait_fraction > kContendedWaitFraction)
+  contended_runs = stats.wait_fraction > kContendedWaitFraction ? contended_runs + 1 : 0;
+  if (contended_runs >= 2) {
     solo_until = std::chrono::steady_clock::now() + kSoloAfterContention;
+    contended_runs = 0;
+  }
 }
 
 // Blocks, team size and scratch sizes, common to forward and backward.
