@@ -51,10 +51,9 @@ void wake(std::atomic<unsigned>& value, std::atomic<int>& sleepers) {
   if (sleepers.load() > 0) value.notify_all();
 }
 
-// Steps of a recurrence are 1 us .. 1 ms apart; idle workers between calls
-// give their core back to torch quickly.
-// A member that is late by more than the pause-spin is usually descheduled
-// (a busy machine): yielding lets it run when it shares this core.
+// Steps of a recurrence are 1 us .. 1 ms apart. A member late by more than
+// the pause-spin is usually descheduled (a busy machine): yielding lets it
+// run if it shares this core. Idle workers give their core back to torch soon.
 constexpr int kBarrierSpinUs = 50, kBarrierYieldUs = 1000;
 constexpr int kIdleSpinUs = 50, kIdleYieldUs = 0;
 
