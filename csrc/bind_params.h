@@ -57,7 +57,8 @@ inline void bind_params(py::module_& m, bool module_local) {
       .def_readwrite("sizes", &LstmFwdParams::sizes)
       .def_readwrite("dtype", &LstmFwdParams::dtype)
       .def_readwrite("workspace_bytes", &LstmFwdParams::workspace_bytes)
-      .def_readwrite("path", &LstmFwdParams::path);
+      .def_readwrite("path", &LstmFwdParams::path)
+      .def_readwrite("num_threads", &LstmFwdParams::num_threads);
   pointer_field(fwd, "gates_x", &LstmFwdParams::gates_x);
   pointer_field(fwd, "w_hh", &LstmFwdParams::w_hh);
   pointer_field(fwd, "w_hr", &LstmFwdParams::w_hr);
@@ -77,7 +78,8 @@ inline void bind_params(py::module_& m, bool module_local) {
       .def_readwrite("sizes", &LstmBwdParams::sizes)
       .def_readwrite("dtype", &LstmBwdParams::dtype)
       .def_readwrite("workspace_bytes", &LstmBwdParams::workspace_bytes)
-      .def_readwrite("path", &LstmBwdParams::path);
+      .def_readwrite("path", &LstmBwdParams::path)
+      .def_readwrite("num_threads", &LstmBwdParams::num_threads);
   pointer_field(bwd, "w_hh", &LstmBwdParams::w_hh);
   pointer_field(bwd, "w_hr", &LstmBwdParams::w_hr);
   pointer_field(bwd, "c0", &LstmBwdParams::c0);

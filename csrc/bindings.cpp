@@ -47,6 +47,8 @@ py::dict build_info() {
 #undef FUSED_LSTM_CPU_FEATURE
 #endif
   info["cpu_features"] = features;
+  info["cpu_isa"] = cpu::cpu_isa();
+  info["cpu_team"] = cpu::cpu_team();
   return info;
 }
 
@@ -59,6 +61,14 @@ PYBIND11_MODULE(_C, m) {
 
   def_run<LstmFwdParams>(m, "lstm_forward_cpu", cpu::lstm_forward, "CPU forward recurrence");
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
+  m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
+  m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),
+        "Forces the CPU kernels' instruction set (auto, avx512, avx2, portable); for tests and benchmarks");
+  m.def("cpu_team", &cpu::cpu_team, "CPU team engine: openmp (torch's OpenMP pool) or threads (std::thread)");
+  m.def("set_cpu_team", &cpu::set_cpu_team, py::arg("name"), "Chooses the CPU team engine: openmp or threads");
+  m.def("set_cpu_min_step_work", &cpu::set_min_step_work, py::arg("multiply_adds"),
+        "CPU team-size policy: min multiply-adds per step per thread; returns the previous value (0: always "
+        "num_threads, no contention back-off)");
 
 #if FUSED_LSTM_WITH_CUDA
   bindings::bind_cuda_entry_points(m, /*module_local=*/false);

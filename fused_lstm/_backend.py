@@ -52,12 +52,18 @@ def choose(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     return "reference"
 
 
+def _cpu_threads(params) -> None:
+    # The CPU recurrence follows torch's intra-op thread count.
+    params.num_threads = torch.get_num_threads()
+
+
 def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
-    return _params.run_forward(_C, _C.lstm_forward_cpu, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
+    return _params.run_forward(_C, _C.lstm_forward_cpu, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
+                               configure=_cpu_threads)
 
 
 def _cpu_backward(*args):
-    return _params.run_backward(_C, _C.lstm_backward_cpu, *args)
+    return _params.run_backward(_C, _C.lstm_backward_cpu, *args, configure=_cpu_threads)
 
 
 def _in_float32(run, tensors, dtype, storage_outputs):

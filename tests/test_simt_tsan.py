@@ -12,7 +12,9 @@ from _gxx import build_all
 
 pytestmark = pytest.mark.simt
 
-SOURCES = ["simt/tsan_main.cpp", "cpu/lstm_recurrence.cpp"]
+# The CPU recurrence (portable kernels only: no per-file ISA flags here) is the oracle.
+SOURCES = ["simt/tsan_main.cpp", "cpu/lstm_recurrence.cpp", "cpu/thread_team.cpp", "cpu/host_openmp.cpp",
+           "cpu/isa_portable.cpp"]
 FLAGS = ["-O1", "-g", "-fsanitize=thread"]
 
 

@@ -60,6 +60,7 @@ struct LstmFwdParams {
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
   RecurrencePath path = RecurrencePath::kAuto;
+  int num_threads = 0;  // CPU only: team size, torch.get_num_threads(); 0 = all cores
   bool training() const { return saved_gates != nullptr; }
 };
 
@@ -86,6 +87,7 @@ struct LstmBwdParams {
   void* workspace = nullptr;          // CUDA only, as LstmFwdParams
   int64_t workspace_bytes = 0;
   RecurrencePath path = RecurrencePath::kAuto;
+  int num_threads = 0;                // CPU only, as LstmFwdParams
 };
 
 }  // namespace fused_lstm

@@ -1,158 +1,220 @@
-// Reference-grade CPU recurrence: one thread, rows in order, so results are
-// deterministic. The persistent multi-threaded path builds on the same math.
+// CPU recurrence dispatch: checks, ISA choice (at run time), team size,
+// workspace, then one run of the persistent thread team for the whole
+// sequence. The kernels are in forward.h / backward.h, instantiated per ISA
+// in isa_*.cpp; the team is thread_team.h.
 #include "lstm_recurrence.h"
 
 #include <algorithm>
-#include <vector>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
 
 #include "../common/check.h"
-#include "../common/lstm_math.h"
 #include "../common/params_check.h"
+#include "recurrence_plan.h"
+#include "thread_team.h"
 
 namespace fused_lstm::cpu {
 namespace {
 
-template <class T, class Acc>
-Acc dot(const T* a, const Acc* b, int64_t n) {
-  Acc sum = 0;
-  for (int64_t k = 0; k < n; ++k) sum += Acc(a[k]) * b[k];
-  return sum;
+// A team member costs a barrier per step (~0.2 us across cores); below this
+// many multiply-adds per step and member, fewer members are faster.
+int64_t min_step_work_per_member = 64 * 1024;
+
+std::mutex dispatch_mutex;  // guards the workspace and the ISA override
+std::string isa_override = "auto";
+
+const IsaKernels* kernels_named(const std::string& name) {
+#if FUSED_LSTM_CPU_X86
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if ((name == "auto" || name == "avx512") && avx512) return &avx512_kernels();
+  if ((name == "auto" || name == "avx2") && avx2) return &avx2_kernels();
+#endif
+  if (name == "auto" || name == "portable") return &portable_kernels();
+  return nullptr;
 }
 
-int64_t step_batch(const LstmSizes& s, int64_t t) {
-  return s.batch_sizes ? s.batch_sizes[t] : s.batch;
+// One growing, 64-byte aligned buffer, reused across calls so its pages stay
+// mapped (and often cached).
+class Workspace {
+ public:
+  void reset() { used_ = 0; }
+  // Reserves values of T; layout only, memory comes in commit().
+  template <class T> size_t reserve(int64_t values) {
+    const size_t offset = used_;
+    used_ += (static_cast<size_t>(values) * sizeof(T) + 63) / 64 * 64;
+    return offset;
+  }
+  char* commit() {
+    if (used_ > capacity_) {
+      data_.reset(static_cast<char*>(std::aligned_alloc(64, used_)));
+      FUSED_LSTM_CHECK(data_ != nullptr, "workspace of ", used_, " bytes");
+      capacity_ = used_;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> data_;
+  size_t used_ = 0, capacity_ = 0;
+};
+Workspace workspace;
+
+// Contention back-off: when the members of two runs in a row spent most of
+// them waiting for each other (another process holds the cores, so they took
+// turns), run on the calling thread alone for a while, then try again.
+// Results are bit-identical whatever the team size.
+constexpr double kContendedWaitFraction = 0.6;
+constexpr auto kSoloAfterContention = std::chrono::milliseconds(100);
+std::chrono::steady_clock::time_point solo_until{};
+int contended_runs = 0;  // consecutive
+
+int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
+  if (min_step_work_per_member > 0 && std::chrono::steady_clock::now() < solo_until) return 1;
+  int members = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  members = static_cast<int>(std::min<int64_t>(members, unit_blocks));
+  const int64_t by_work = min_step_work_per_member > 0 ? step_work / min_step_work_per_member : members;
+  members = static_cast<int>(std::min<int64_t>(members, std::max<int64_t>(1, by_work)));
+  return std::max(members, 1);
+}
+
+struct Job {
+  RecurrencePlan plan;
+  MemberFn member_fn;
+};
+void run_member(void* context, int member) {
+  const Job& job = *static_cast<const Job*>(context);
+  job.member_fn(job.plan, member);
+}
+
+void run_job(const RecurrencePlan& plan, MemberFn fn) {
+  Job job{plan, fn};
+  const ThreadTeam::RunStats stats = plan.team->run(plan.members, run_member, &job);
+  contended_runs = stats.wait_fraction > kContendedWaitFraction ? contended_runs + 1 : 0;
+  if (contended_runs >= 2) {
+    solo_until = std::chrono::steady_clock::now() + kSoloAfterContention;
+    contended_runs = 0;
+  }
+}
+
+// Blocks, team size and scratch sizes, common to forward and backward.
+RecurrencePlan sized_plan(const LstmSizes& s, int num_threads, int64_t width) {
+  RecurrencePlan plan;
+  plan.width = width;
+  plan.unit_blocks = (s.hidden + width - 1) / width;
+  plan.out_blocks = (s.out_size() + width - 1) / width;
+  plan.members = team_size(num_threads, s.batch * 4 * s.hidden * s.out_size(), plan.unit_blocks);
+  plan.partial_values = s.batch * 8 * width;  // panel_product: rows * (<= 8 vectors)
+  plan.team = &ThreadTeam::instance();
+  workspace.reset();
+  return plan;
 }
 
 template <class T>
-void forward_impl(const LstmFwdParams& p) {
-  using Acc = acc_t<T>;
+void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
   const LstmSizes& s = p.sizes;
-  const int64_t H = s.hidden, O = s.out_size(), P = s.proj_size, N = s.batch;
-  const T* gates_x = static_cast<const T*>(p.gates_x);
-  const T* w_hh = static_cast<const T*>(p.w_hh);
-  const T* w_hr = static_cast<const T*>(p.w_hr);
-  T* y = static_cast<T*>(p.y);
-  Acc* saved_gates = static_cast<Acc*>(p.saved_gates);
-  Acc* saved_c = static_cast<Acc*>(p.saved_c);
-  Acc* saved_h = static_cast<Acc*>(p.saved_h);
-
-  std::vector<Acc> h_state(N * O), c_state(N * H), pre(4 * H), h_cell(H);
-  std::copy_n(static_cast<const T*>(p.h0), N * O, h_state.begin());
-  std::copy_n(static_cast<const T*>(p.c0), N * H, c_state.begin());
-
-  int64_t row0 = 0;
-  for (int64_t t = 0; t < s.seq_len; ++t) {
-    const int64_t rows = step_batch(s, t);
-    for (int64_t n = 0; n < rows; ++n) {
-      const int64_t row = row0 + n;
-      Acc* h = h_state.data() + n * O;
-      Acc* c = c_state.data() + n * H;
-      for (int64_t r = 0; r < 4 * H; ++r)
-        pre[r] = Acc(gates_x[row * 4 * H + r]) + dot(w_hh + r * O, h, O);
-      for (int64_t j = 0; j < H; ++j) {
-        Acc c_new, h_new;
-        const LstmGates<Acc> g =
-            lstm_cell_forward(pre[j], pre[H + j], pre[2 * H + j], pre[3 * H + j], c[j], c_new, h_new);
-        c[j] = c_new;
-        h_cell[j] = h_new;
-        if (saved_gates) {
-          Acc* sg = saved_gates + row * 4 * H;
-          sg[j] = g.i, sg[H + j] = g.f, sg[2 * H + j] = g.g, sg[3 * H + j] = g.o;
-          saved_c[row * H + j] = c_new;
-          if (P > 0) saved_h[row * H + j] = h_new;
-        }
-      }
-      for (int64_t q = 0; q < O; ++q) {
-        h[q] = P > 0 ? dot(w_hr + q * H, h_cell.data(), H) : h_cell[q];
-        y[row * O + q] = T(h[q]);
-      }
-    }
-    row0 += rows;
-  }
-  std::copy(h_state.begin(), h_state.end(), static_cast<T*>(p.h_n));
-  std::copy(c_state.begin(), c_state.end(), static_cast<T*>(p.c_n));
+  const int64_t H = s.hidden, P = s.proj_size, O = s.out_size(), N = s.batch;
+  RecurrencePlan plan = sized_plan(s, p.num_threads, width);
+  plan.forward = &p;
+  const size_t hh = workspace.reserve<T>(plan.unit_blocks * O * 4 * width);
+  const size_t hr = workspace.reserve<T>(P > 0 ? plan.out_blocks * H * width : 0);
+  const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
+  const size_t h0 = workspace.reserve<T>(N * O), h1 = workspace.reserve<T>(N * O);
+  const size_t exchange = workspace.reserve<T>(P > 0 ? N * plan.unit_blocks * width : 0);
+  const size_t partial = workspace.reserve<T>(plan.members * plan.partial_values);
+  char* base = workspace.commit();
+  plan.w_hh_panels = base + hh;
+  plan.w_hr_panels = base + hr;
+  plan.cell_state = base + cell;
+  plan.h_buffers[0] = base + h0;
+  plan.h_buffers[1] = base + h1;
+  plan.exchange = base + exchange;
+  plan.partial = base + partial;
+  std::memcpy(plan.h_buffers[0], p.h0, N * O * sizeof(T));
+  run_job(plan, fn);
 }
 
 template <class T>
-void backward_impl(const LstmBwdParams& p) {
-  using Acc = acc_t<T>;
+void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const LstmSizes& s = p.sizes;
-  const int64_t H = s.hidden, O = s.out_size(), P = s.proj_size, N = s.batch;
-  const T* w_hh = static_cast<const T*>(p.w_hh);
-  const T* w_hr = static_cast<const T*>(p.w_hr);
-  const T* c0 = static_cast<const T*>(p.c0);
-  const T* grad_y = static_cast<const T*>(p.grad_y);
-  const Acc* saved_gates = static_cast<const Acc*>(p.saved_gates);
-  const Acc* saved_c = static_cast<const Acc*>(p.saved_c);
-  T* grad_gates = static_cast<T*>(p.grad_gates);
-  T* grad_h_out = static_cast<T*>(p.grad_h_out);
-
-  // dh_carry: dL/dh_out_{t} from step t+1 (starts as grad_h_n); dc_carry likewise.
-  std::vector<Acc> dh_carry(N * O), dc_carry(N * H), dh_out(O), dh_cell(H), dpre(4 * H);
-  std::copy_n(static_cast<const T*>(p.grad_h_n), N * O, dh_carry.begin());
-  std::copy_n(static_cast<const T*>(p.grad_c_n), N * H, dc_carry.begin());
-
-  int64_t row_end = s.total_rows;
-  for (int64_t t = s.seq_len - 1; t >= 0; --t) {
-    const int64_t rows = step_batch(s, t);
-    const int64_t row0 = row_end - rows;
-    const int64_t prev_row0 = t > 0 ? row0 - step_batch(s, t - 1) : 0;
-    for (int64_t n = 0; n < rows; ++n) {
-      const int64_t row = row0 + n;
-      Acc* dh = dh_carry.data() + n * O;
-      Acc* dc = dc_carry.data() + n * H;
-      for (int64_t q = 0; q < O; ++q) dh_out[q] = Acc(grad_y[row * O + q]) + dh[q];
-      if (P > 0) {
-        for (int64_t q = 0; q < O; ++q) grad_h_out[row * O + q] = T(dh_out[q]);
-        std::fill(dh_cell.begin(), dh_cell.end(), Acc(0));
-        for (int64_t q = 0; q < P; ++q)
-          for (int64_t j = 0; j < H; ++j) dh_cell[j] += dh_out[q] * Acc(w_hr[q * H + j]);
-      } else {
-        std::copy(dh_out.begin(), dh_out.end(), dh_cell.begin());
-      }
-      const Acc* sg = saved_gates + row * 4 * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const LstmGates<Acc> g{sg[j], sg[H + j], sg[2 * H + j], sg[3 * H + j]};
-        const Acc c_prev = t > 0 ? saved_c[(prev_row0 + n) * H + j] : Acc(c0[n * H + j]);
-        Acc dc_prev;
-        const LstmGates<Acc> d = lstm_cell_backward(g, saved_c[row * H + j], c_prev, dh_cell[j], dc[j], dc_prev);
-        dc[j] = dc_prev;
-        dpre[j] = d.i, dpre[H + j] = d.f, dpre[2 * H + j] = d.g, dpre[3 * H + j] = d.o;
-      }
-      // dh_{t-1} = dpre @ W_hh, W_hh being [4H, O].
-      std::fill(dh, dh + O, Acc(0));
-      for (int64_t r = 0; r < 4 * H; ++r) {
-        grad_gates[row * 4 * H + r] = T(dpre[r]);
-        const T* w_row = w_hh + r * O;
-        for (int64_t q = 0; q < O; ++q) dh[q] += dpre[r] * Acc(w_row[q]);
-      }
-    }
-    row_end = row0;
-  }
-  std::copy(dh_carry.begin(), dh_carry.end(), static_cast<T*>(p.grad_h0));
-  std::copy(dc_carry.begin(), dc_carry.end(), static_cast<T*>(p.grad_c0));
+  const int64_t H = s.hidden, P = s.proj_size, N = s.batch;
+  RecurrencePlan plan = sized_plan(s, p.num_threads, width);
+  plan.backward = &p;
+  const size_t hh = workspace.reserve<T>(plan.out_blocks * 4 * H * width);
+  const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
+  const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
+  const size_t out = workspace.reserve<T>(plan.out_blocks * N * width);
+  const size_t exchange = workspace.reserve<T>(P > 0 ? N * plan.out_blocks * width : 0);
+  const size_t partial = workspace.reserve<T>(plan.members * plan.partial_values);
+  char* base = workspace.commit();
+  plan.w_hh_panels = base + hh;
+  plan.w_hr_panels = base + hr;
+  plan.cell_state = base + cell;
+  plan.out_state = base + out;
+  plan.exchange = base + exchange;
+  plan.partial = base + partial;
+  run_job(plan, fn);
 }
 
 }  // namespace
 
+std::string cpu_isa() {
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  return kernels_named(isa_override)->name;
+}
+
+void set_cpu_isa(const std::string& name) {
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  FUSED_LSTM_CHECK_ARG(kernels_named(name) != nullptr, "ISA '", name,
+                       "' is unknown or not supported by this CPU (auto, avx512, avx2, portable)");
+  isa_override = name;
+}
+
+int64_t set_min_step_work(int64_t multiply_adds) {
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  FUSED_LSTM_CHECK_ARG(multiply_adds >= 0, "multiply_adds=", multiply_adds);
+  return std::exchange(min_step_work_per_member, multiply_adds);
+}
+
+std::string cpu_team() { return ThreadTeam::instance().uses_openmp() ? "openmp" : "threads"; }
+
+void set_cpu_team(const std::string& name) {
+  FUSED_LSTM_CHECK_ARG(name == "openmp" || name == "threads", "team '", name, "': openmp or threads");
+  ThreadTeam::instance().set_use_openmp(name == "openmp");
+}
+
 void lstm_forward(const LstmFwdParams& p) {
   check_params(p);
   check_host_batch_sizes(p.sizes);
-  switch (p.dtype) {
-    case DType::kFloat32: return forward_impl<float>(p);
-    case DType::kFloat64: return forward_impl<double>(p);
-    default: FUSED_LSTM_CHECK_ARG(false, "the CPU recurrence takes float32 or float64");
-  }
+  FUSED_LSTM_CHECK_ARG(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat64,
+                       "the CPU recurrence takes float32 or float64");
+  if (p.sizes.batch == 0) return;
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  const IsaKernels& isa = *kernels_named(isa_override);
+  if (p.dtype == DType::kFloat32) return run_forward<float>(p, isa.forward_float, isa.width_float);
+  run_forward<double>(p, isa.forward_double, isa.width_double);
 }
 
 void lstm_backward(const LstmBwdParams& p) {
   check_params(p);
   check_host_batch_sizes(p.sizes);
-  switch (p.dtype) {
-    case DType::kFloat32: return backward_impl<float>(p);
-    case DType::kFloat64: return backward_impl<double>(p);
-    default: FUSED_LSTM_CHECK_ARG(false, "the CPU recurrence takes float32 or float64");
-  }
+  FUSED_LSTM_CHECK_ARG(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat64,
+                       "the CPU recurrence takes float32 or float64");
+  if (p.sizes.batch == 0) return;
+  std::lock_guard<std::mutex> lock(dispatch_mutex);
+  const IsaKernels& isa = *kernels_named(isa_override);
+  if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float);
+  run_backward<double>(p, isa.backward_double, isa.width_double);
 }
 
 }  // namespace fused_lstm::cpu

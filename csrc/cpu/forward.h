@@ -1,0 +1,165 @@
+// Forward recurrence, run by every member of the thread team for its own
+// blocks of hidden units, all steps (see recurrence_plan.h for the partition).
+// Per step t (rows = batch at t):
+//   pre[n][g*H+j] = gates_x[row][g*H+j] + sum_k h_{t-1}[n][k] * W_hh[g*H+j][k]
+//   gate math (lstm_math.h, vectorised) -> c_t (member-private), h_t
+//   no projection: h_t -> y, h-buffer;                    one barrier
+//   projection:    h_t -> exchange; barrier; own outputs q of h_t @ W_hr^T
+//                  -> y, h-buffer;                        second barrier
+#pragma once
+#include "panel_product.h"
+#include "../common/lstm_math.h"
+#include "recurrence_plan.h"
+#include "thread_team.h"
+
+namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
+
+struct BlockRange {
+  int64_t begin, end;
+};
+// (Plain inline functions are safe here: the namespace is per ISA.)
+inline BlockRange owned_blocks(int64_t blocks, const RecurrencePlan& plan, int member) {
+  return {blocks * member / plan.members, blocks * (member + 1) / plan.members};
+}
+inline int64_t rows_at(const LstmSizes& s, int64_t t) { return s.batch_sizes ? s.batch_sizes[t] : s.batch; }
+
+// Runs panel_product over blocks [begin, end), Group panels at a time, the
+// rest in halving groups. panel_of(block) -> panel pointer;
+// epilogue(row, block, const Vec<T>* accumulators).
+template <class T, int NV, int Group, class PanelOf, class Epilogue>
+void product_in_groups(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
+                       PanelOf& panel_of, Epilogue& epilogue) {
+  int64_t b = blocks.begin;
+  for (; b + Group <= blocks.end; b += Group) {
+    const T* panels[Group];
+    for (int g = 0; g < Group; ++g) panels[g] = panel_of(b + g);
+    panel_product<T, Group, NV>(a, lda, rows, depth, panels, partial,
+                                [&](int64_t n, int p, const Vec<T>* acc) { epilogue(n, b + p, acc); });
+  }
+  if constexpr (Group > 1)
+    if (b < blocks.end)
+      product_in_groups<T, NV, Group / 2>({b, blocks.end}, a, lda, rows, depth, partial, panel_of, epilogue);
+}
+
+// Group size: enough independent accumulators for few rows (FMA latency),
+// few loads per FMA for many rows (weights reused across a row block).
+template <class T, int NV, class PanelOf, class Epilogue>
+void product_over_blocks(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
+                         PanelOf panel_of, Epilogue epilogue) {
+  if constexpr (NV == 4) {
+    if (rows <= rows_per_block<8>())
+      return product_in_groups<T, 4, 2>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+    return product_in_groups<T, 4, 1>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+  } else {
+    if (rows <= rows_per_block<8 * NV>())
+      return product_in_groups<T, NV, 8>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+    return product_in_groups<T, NV, 4>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+  }
+}
+
+template <class T> void forward_member(const RecurrencePlan& plan, int member) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::width;
+  const LstmFwdParams& p = *plan.forward;
+  const LstmSizes& s = p.sizes;
+  const int64_t H = s.hidden, P = s.proj_size, O = P > 0 ? P : H, N = s.batch;
+  const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
+  const BlockRange outs = owned_blocks(plan.out_blocks, plan, member);
+  const T* gates_x = static_cast<const T*>(p.gates_x);
+  const T* w_hh = static_cast<const T*>(p.w_hh);
+  const T* w_hr = static_cast<const T*>(p.w_hr);
+  T* y = static_cast<T*>(p.y);
+  T* h_n = static_cast<T*>(p.h_n);
+  T* c_n = static_cast<T*>(p.c_n);
+  T* saved_gates = static_cast<T*>(p.saved_gates);
+  T* saved_c = static_cast<T*>(p.saved_c);
+  T* saved_h = static_cast<T*>(p.saved_h);
+  T* w_hh_panels = static_cast<T*>(plan.w_hh_panels);
+  T* w_hr_panels = static_cast<T*>(plan.w_hr_panels);
+  T* cell_state = static_cast<T*>(plan.cell_state);
+  T* h_cell = static_cast<T*>(plan.exchange);
+  T* partial = static_cast<T*>(plan.partial) + member * plan.partial_values;
+  const int64_t cell_stride = plan.unit_blocks * W;  // row stride of h_cell
+
+  // Pack this member's W_hh rows: panel b is [O][4][W], zero past H.
+  auto hh_panel = [&](int64_t b) { return w_hh_panels + b * O * 4 * W; };
+  for (int64_t b = units.begin; b < units.end; ++b) {
+    T* panel = hh_panel(b);
+    const int64_t lanes = H - b * W < W ? H - b * W : W;
+    // Tiles of 16 k: a cache line of each of the 4*W source rows, and 16*4*W
+    // panel values, both in L1 while transposed.
+    for (int64_t k0 = 0; k0 < O; k0 += 16) {
+      const int64_t k1 = k0 + 16 < O ? k0 + 16 : O;
+      for (int g = 0; g < 4; ++g)
+        for (int64_t lane = 0; lane < W; ++lane) {
+          const T* row = w_hh + (g * H + b * W + lane) * O;
+          for (int64_t k = k0; k < k1; ++k) panel[(k * 4 + g) * W + lane] = lane < lanes ? row[k] : T(0);
+        }
+    }
+    // Cell state from c0, zero in the padding lanes.
+    for (int64_t n = 0; n < N; ++n)
+      load_partial(static_cast<const T*>(p.c0) + n * H + b * W, H - b * W).store(cell_state + (b * N + n) * W);
+  }
+  // And its W_hr rows: panel q is [H][W], zero past P.
+  auto hr_panel = [&](int64_t q) { return w_hr_panels + q * H * W; };
+  for (int64_t q = outs.begin; P > 0 && q < outs.end; ++q) {
+    T* panel = hr_panel(q);
+    for (int64_t lane = 0; lane < W; ++lane) {
+      const int64_t out = q * W + lane;
+      for (int64_t j = 0; j < H; ++j) panel[j * W + lane] = out < P ? w_hr[out * H + j] : T(0);
+    }
+  }
+
+  int64_t row0 = 0;
+  for (int64_t t = 0; t < s.seq_len; ++t) {
+    const int64_t rows = rows_at(s, t);
+    const int64_t next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;  // rows n >= next_rows end at t
+    const T* h_prev = static_cast<const T*>(plan.h_buffers[t & 1]);
+    T* h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
+
+    product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel,
+                              [&](int64_t n, int64_t b, const V* acc) {
+      const int64_t row = row0 + n, j0 = b * W, count = H - j0;
+      const T* gx = gates_x + row * 4 * H + j0;
+      T* c_slot = cell_state + (b * N + n) * W;
+      V c, h;
+      const LstmGates<V> gates =
+          lstm_cell_forward(acc[0] + load_partial(gx, count), acc[1] + load_partial(gx + H, count),
+                            acc[2] + load_partial(gx + 2 * H, count), acc[3] + load_partial(gx + 3 * H, count),
+                            V::load(c_slot), c, h);
+      c.store(c_slot);
+      if (saved_gates) {
+        T* sg = saved_gates + row * 4 * H + j0;
+        store_partial(sg, gates.i, count);
+        store_partial(sg + H, gates.f, count);
+        store_partial(sg + 2 * H, gates.g, count);
+        store_partial(sg + 3 * H, gates.o, count);
+        store_partial(saved_c + row * H + j0, c, count);
+        if (P > 0) store_partial(saved_h + row * H + j0, h, count);
+      }
+      if (n >= next_rows) store_partial(c_n + n * H + j0, c, count);
+      if (P > 0) {
+        h.store(h_cell + n * cell_stride + j0);
+      } else {
+        store_partial(h_next + n * O + j0, h, count);
+        store_partial(y + row * O + j0, h, count);
+        if (n >= next_rows) store_partial(h_n + n * O + j0, h, count);
+      }
+    });
+    plan.team->barrier();
+
+    if (P > 0) {
+      product_over_blocks<T, 1>(outs, h_cell, cell_stride, rows, H, partial, hr_panel,
+                                [&](int64_t n, int64_t q, const V* acc) {
+        const int64_t row = row0 + n, q0 = q * W, count = P - q0;
+        store_partial(h_next + n * O + q0, acc[0], count);
+        store_partial(y + row * O + q0, acc[0], count);
+        if (n >= next_rows) store_partial(h_n + n * O + q0, acc[0], count);
+      });
+      plan.team->barrier();
+    }
+    row0 += rows;
+  }
+}
+
+}  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA

@@ -1,0 +1,20 @@
+// The recurrence kernels instantiated for one ISA; CMakeLists.txt gives this
+// file its compiler flags (see simd.h for why everything lives in namespace
+// fused_lstm::cpu::avx512).
+#define FUSED_LSTM_CPU_ISA avx512
+#include "backward.h"
+
+namespace fused_lstm::cpu {
+
+const IsaKernels& avx512_kernels() {
+  static const IsaKernels kernels{"avx512",
+                                  avx512::Vec<float>::width,
+                                  avx512::Vec<double>::width,
+                                  &avx512::forward_member<float>,
+                                  &avx512::forward_member<double>,
+                                  &avx512::backward_member<float>,
+                                  &avx512::backward_member<double>};
+  return kernels;
+}
+
+}  // namespace fused_lstm::cpu

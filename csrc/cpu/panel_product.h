@@ -1,0 +1,100 @@
+// The recurrent micro-kernel: out[n][c] = sum_{k < depth} a[n][k] * B[k][c]
+// for a few rows n, with B packed into panels, and a caller's epilogue run on
+// the accumulators while they are still in registers (the fused gate math).
+//
+// Panel layout: panel p is [depth][NV][width] contiguous (NV vectors of
+// width output columns per k). NP panels are processed together; the
+// accumulators are acc[R rows][NP*NV vectors].
+//
+// Determinism: every output element is one FMA chain over k = 0, 1, ...,
+// depth-1 from zero, whatever the row grouping, the panel grouping, the
+// depth chunking (partials are stored and reloaded exactly) or the thread
+// that runs it. So results do not depend on the thread count.
+#pragma once
+#include <cstdint>
+
+#include "simd.h"
+
+namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
+
+// Rows per register block: accumulators fill the budget (at least 1, at most 8).
+template <int Vectors> constexpr int rows_per_block() {
+  constexpr int rows = kAccumulatorRegisters / Vectors;
+  return rows < 1 ? 1 : (rows > 8 ? 8 : rows);
+}
+
+// Depth per chunk, when several row blocks reuse the panels: the NP panels'
+// chunk (NP*NV*width*chunk values) stays within ~24 KiB of L1.
+template <class T, int Vectors> constexpr int64_t depth_chunk() {
+  constexpr int64_t chunk = (24 * 1024) / (int64_t(Vectors) * Vec<T>::width * int64_t(sizeof(T)));
+  return chunk < 8 ? 8 : chunk;
+}
+
+template <class T, int NP, int NV, int R>
+inline void panel_block(const T* a, int64_t lda, int64_t k_begin, int64_t k_end, const T* const* panels,
+                        Vec<T> (&acc)[R][NP * NV]) {
+  constexpr int W = Vec<T>::width;
+  for (int64_t k = k_begin; k < k_end; ++k) {
+    Vec<T> b[NP * NV];
+    for (int p = 0; p < NP; ++p)
+      for (int v = 0; v < NV; ++v) b[p * NV + v] = Vec<T>::load(panels[p] + (k * NV + v) * W);
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> x = broadcast(a[r * lda + k]);
+      for (int j = 0; j < NP * NV; ++j) acc[r][j] = fma(x, b[j], acc[r][j]);
+    }
+  }
+}
+
+// R rows starting at row (a already offset), depth [k_begin, k_end). Partial
+// sums ([R][NP*NV] vectors in partial) carry the chain between depth chunks;
+// after the last chunk: epilogue(row, panel, const Vec<T>* NV accumulators).
+template <class T, int NP, int NV, int R, class Epilogue>
+inline void panel_rows(const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end, int64_t depth,
+                       const T* const* panels, T* partial, Epilogue& epilogue) {
+  constexpr int W = Vec<T>::width, J = NP * NV;
+  Vec<T> acc[R][J];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < J; ++j) acc[r][j] = k_begin == 0 ? Vec<T>::zero() : Vec<T>::load(partial + (r * J + j) * W);
+  panel_block<T, NP, NV, R>(a, lda, k_begin, k_end, panels, acc);
+  if (k_end < depth) {
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < J; ++j) acc[r][j].store(partial + (r * J + j) * W);
+    return;
+  }
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < NP; ++p) epilogue(row + r, p, &acc[r][p * NV]);
+}
+
+// The row tail, with its block size chosen at compile time.
+template <class T, int NP, int NV, int R, class Epilogue>
+inline void panel_tail(int64_t rows, const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end,
+                       int64_t depth, const T* const* panels, T* partial, Epilogue& epilogue) {
+  if constexpr (R > 0) {
+    if (rows == R) return panel_rows<T, NP, NV, R>(a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
+    panel_tail<T, NP, NV, R - 1>(rows, a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
+  }
+}
+
+// All rows [0, rows) of a ([rows][lda]) against NP panels. When several row
+// blocks reuse the panels, the depth is cut into chunks (outer loop) so each
+// chunk of the panels stays in L1 while every row block passes over it.
+// partial: scratch of rows * NP*NV * width values.
+template <class T, int NP, int NV, class Epilogue>
+void panel_product(const T* a, int64_t lda, int64_t rows, int64_t depth, const T* const* panels, T* partial,
+                   Epilogue&& epilogue) {
+  constexpr int R = rows_per_block<NP * NV>();
+  constexpr int64_t block_values = int64_t(NP) * NV * Vec<T>::width;
+  const int64_t chunk = rows > R ? depth_chunk<T, NP * NV>() : depth;
+  for (int64_t k = 0; k < depth; k += chunk) {
+    const int64_t k_end = k + chunk < depth ? k + chunk : depth;
+    int64_t row = 0;
+    for (; row + R <= rows; row += R)
+      panel_rows<T, NP, NV, R>(a + row * lda, lda, row, k, k_end, depth, panels, partial + row * block_values,
+                               epilogue);
+    if (row < rows)
+      panel_tail<T, NP, NV, R - 1>(rows - row, a + row * lda, lda, row, k, k_end, depth, panels,
+                                   partial + row * block_values, epilogue);
+  }
+}
+
+}  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA

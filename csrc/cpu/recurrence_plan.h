@@ -1,0 +1,57 @@
+// What the dispatcher (lstm_recurrence.cpp) hands every member of the thread
+// team, and the per-ISA kernel tables it chooses from. Plain data only: this
+// header is shared by translation units compiled for different ISAs.
+//
+// Partition: hidden units in blocks of `width` (one SIMD vector); member m of
+// `members` owns unit blocks [unit_blocks*m/members, unit_blocks*(m+1)/members)
+// for the whole sequence: their W_hh rows (all four gates), their cell state,
+// their gate math. Projection outputs (and, in backward, the columns of dh) are
+// partitioned the same way in blocks of `width`. Each output element is
+// computed by exactly one member with a fixed reduction order, so the thread
+// count never changes a bit of the result.
+#pragma once
+#include <cstdint>
+
+#include "../common/params.h"
+
+namespace fused_lstm::cpu {
+
+class ThreadTeam;
+
+struct RecurrencePlan {
+  const LstmFwdParams* forward = nullptr;  // exactly one of forward / backward
+  const LstmBwdParams* backward = nullptr;
+  ThreadTeam* team = nullptr;
+  int members = 1;
+  int64_t width = 1;        // SIMD width in elements of the accumulation type
+  int64_t unit_blocks = 0;  // ceil(H / width)
+  int64_t out_blocks = 0;   // ceil(H_out / width)
+  // Workspace (accumulation type, 64-byte aligned), packed per call by its owners:
+  void* w_hh_panels = nullptr;  // forward: per unit block [H_out][4 gates][width];
+                                // backward: per out block [4H][width] (W_hh columns)
+  void* w_hr_panels = nullptr;  // forward: per out block [H][width] (W_hr rows);
+                                // backward: per unit block [P][width] (W_hr columns)
+  void* cell_state = nullptr;   // [unit_blocks][N][width]: c (forward), dL/dc (backward)
+  void* out_state = nullptr;    // backward: [out_blocks][N][width] dL/dh_out carried back
+  void* h_buffers[2] = {};      // forward: [N][H_out], h_{t-1} and h_t (double buffer)
+  void* exchange = nullptr;     // projection only: forward h_cell [N][unit_blocks*width],
+                                // backward dL/dh_out [N][out_blocks*width]
+  void* partial = nullptr;      // per member partial_values: depth-chunk partial sums
+  int64_t partial_values = 0;
+};
+
+// Run by each member m of the team: the whole sequence for its blocks.
+using MemberFn = void (*)(const RecurrencePlan& plan, int member);
+
+struct IsaKernels {
+  const char* name;
+  int width_float, width_double;
+  MemberFn forward_float, forward_double, backward_float, backward_double;
+};
+
+// One per ISA translation unit; avx512/avx2 only when built for x86-64.
+const IsaKernels& portable_kernels();
+const IsaKernels& avx2_kernels();
+const IsaKernels& avx512_kernels();
+
+}  // namespace fused_lstm::cpu

@@ -1,0 +1,206 @@
+// SIMD vector types for the CPU recurrence, one set per instruction set, and
+// the ONE vectorised exp/tanh. csrc/common/lstm_math.h stays the definition of
+// the gate math: its templates are instantiated with these types (operators
+// and ADL-found lstm_exp / lstm_tanh), so the formulas are not copied here.
+//
+// Include only from an ISA translation unit that defines FUSED_LSTM_CPU_ISA
+// (avx512, avx2 or portable) and is compiled with that ISA's flags: every
+// definition below then lives in namespace fused_lstm::cpu::<ISA>, so inline
+// code compiled for AVX-512 can never be merged by the linker into a path
+// taken on a CPU without it.
+//
+// Vec<T> interface: width, Scalar, load/store (unaligned), broadcast, zero,
+// fma(a, b, c) = a*b + c with one rounding, + - * / and unary -.
+//
+// float: exp is Cephes' expf (range reduction by ln2 in two parts, degree-6
+// polynomial, ~2 ulp); inputs clamped to [-87.3, 88.37] so no overflow and no
+// denormals; NaN propagates. tanh(x) = 1 - 2 / (exp(2x) + 1): absolute error
+// ~1e-7, well inside the 5e-5 float32 parity bound. double: per-lane libm
+// exp/tanh (exact to parity 1e-10 with the reference).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "../common/lstm_math.h"
+
+#ifndef FUSED_LSTM_CPU_ISA
+#error "define FUSED_LSTM_CPU_ISA (avx512, avx2, portable) before including simd.h"
+#endif
+
+namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
+
+template <class T> struct Vec;
+
+#if defined(__AVX512F__)
+constexpr int kAccumulatorRegisters = 24;  // of 32 zmm: room for weights and a broadcast
+
+template <> struct Vec<float> {
+  using Scalar = float;
+  static constexpr int width = 16;
+  __m512 v;
+  Vec() = default;
+  Vec(__m512 x) : v(x) {}
+  Vec(float s) : v(_mm512_set1_ps(s)) {}
+  static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static Vec zero() { return _mm512_setzero_ps(); }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+};
+template <> struct Vec<double> {
+  using Scalar = double;
+  static constexpr int width = 8;
+  __m512d v;
+  Vec() = default;
+  Vec(__m512d x) : v(x) {}
+  Vec(double s) : v(_mm512_set1_pd(s)) {}
+  static Vec load(const double* p) { return _mm512_loadu_pd(p); }
+  static Vec zero() { return _mm512_setzero_pd(); }
+  void store(double* p) const { _mm512_storeu_pd(p, v); }
+};
+inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return _mm512_add_ps(a.v, b.v); }
+inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return _mm512_sub_ps(a.v, b.v); }
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return _mm512_mul_ps(a.v, b.v); }
+inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return _mm512_div_ps(a.v, b.v); }
+inline Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return _mm512_fmadd_ps(a.v, b.v, c.v); }
+inline Vec<float> clamp(Vec<float> x, float lo, float hi) {
+  // NaN as the second operand comes through max/min.
+  return _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x.v));
+}
+inline Vec<float> round_nearest(Vec<float> x) {
+  return _mm512_roundscale_ps(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// 2^n for integral n in [-126, 127].
+inline Vec<float> exp2_integral(Vec<float> n) {
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
+  return _mm512_castsi512_ps(bits);
+}
+inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return _mm512_add_pd(a.v, b.v); }
+inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return _mm512_sub_pd(a.v, b.v); }
+inline Vec<double> operator*(Vec<double> a, Vec<double> b) { return _mm512_mul_pd(a.v, b.v); }
+inline Vec<double> operator/(Vec<double> a, Vec<double> b) { return _mm512_div_pd(a.v, b.v); }
+inline Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return _mm512_fmadd_pd(a.v, b.v, c.v); }
+
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kAccumulatorRegisters = 12;  // of 16 ymm
+
+template <> struct Vec<float> {
+  using Scalar = float;
+  static constexpr int width = 8;
+  __m256 v;
+  Vec() = default;
+  Vec(__m256 x) : v(x) {}
+  Vec(float s) : v(_mm256_set1_ps(s)) {}
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static Vec zero() { return _mm256_setzero_ps(); }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+};
+template <> struct Vec<double> {
+  using Scalar = double;
+  static constexpr int width = 4;
+  __m256d v;
+  Vec() = default;
+  Vec(__m256d x) : v(x) {}
+  Vec(double s) : v(_mm256_set1_pd(s)) {}
+  static Vec load(const double* p) { return _mm256_loadu_pd(p); }
+  static Vec zero() { return _mm256_setzero_pd(); }
+  void store(double* p) const { _mm256_storeu_pd(p, v); }
+};
+inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return _mm256_add_ps(a.v, b.v); }
+inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return _mm256_sub_ps(a.v, b.v); }
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return _mm256_mul_ps(a.v, b.v); }
+inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return _mm256_div_ps(a.v, b.v); }
+inline Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return _mm256_fmadd_ps(a.v, b.v, c.v); }
+inline Vec<float> clamp(Vec<float> x, float lo, float hi) {
+  return _mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), x.v));
+}
+inline Vec<float> round_nearest(Vec<float> x) {
+  return _mm256_round_ps(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+inline Vec<float> exp2_integral(Vec<float> n) {
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
+  return _mm256_castsi256_ps(bits);
+}
+inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return _mm256_add_pd(a.v, b.v); }
+inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return _mm256_sub_pd(a.v, b.v); }
+inline Vec<double> operator*(Vec<double> a, Vec<double> b) { return _mm256_mul_pd(a.v, b.v); }
+inline Vec<double> operator/(Vec<double> a, Vec<double> b) { return _mm256_div_pd(a.v, b.v); }
+inline Vec<double> fma(Vec<double> a, Vec<double> b, Vec<double> c) { return _mm256_fmadd_pd(a.v, b.v, c.v); }
+
+#else
+// Portable: one scalar lane; exp/tanh are lstm_math.h's own (libm).
+constexpr int kAccumulatorRegisters = 8;
+
+template <class T> struct Vec {
+  using Scalar = T;
+  static constexpr int width = 1;
+  T v;
+  Vec() = default;
+  Vec(T s) : v(s) {}
+  static Vec load(const T* p) { return *p; }
+  static Vec zero() { return T(0); }
+  void store(T* p) const { *p = v; }
+};
+template <class T> Vec<T> operator+(Vec<T> a, Vec<T> b) { return a.v + b.v; }
+template <class T> Vec<T> operator-(Vec<T> a, Vec<T> b) { return a.v - b.v; }
+template <class T> Vec<T> operator*(Vec<T> a, Vec<T> b) { return a.v * b.v; }
+template <class T> Vec<T> operator/(Vec<T> a, Vec<T> b) { return a.v / b.v; }
+template <class T> Vec<T> fma(Vec<T> a, Vec<T> b, Vec<T> c) { return std::fma(a.v, b.v, c.v); }
+template <class T> Vec<T> lstm_exp(Vec<T> x) { return ::fused_lstm::lstm_exp(x.v); }
+template <class T> Vec<T> lstm_tanh(Vec<T> x) { return ::fused_lstm::lstm_tanh(x.v); }
+#endif
+
+template <class T> Vec<T> operator-(Vec<T> a) { return Vec<T>::zero() - a; }
+template <class T> Vec<T> broadcast(T s) { return Vec<T>(s); }
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+inline Vec<float> lstm_exp(Vec<float> x) {
+  x = clamp(x, -87.33f, 88.37f);
+  const Vec<float> n = round_nearest(x * Vec<float>(1.44269504088896341f));
+  // r = x - n*ln2, ln2 split so that n*0.693359375 is exact.
+  Vec<float> r = fma(n, Vec<float>(-0.693359375f), x);
+  r = fma(n, Vec<float>(2.12194440e-4f), r);
+  Vec<float> p(1.9875691500e-4f);
+  p = fma(p, r, Vec<float>(1.3981999507e-3f));
+  p = fma(p, r, Vec<float>(8.3334519073e-3f));
+  p = fma(p, r, Vec<float>(4.1665795894e-2f));
+  p = fma(p, r, Vec<float>(1.6666665459e-1f));
+  p = fma(p, r, Vec<float>(5.0000001201e-1f));
+  p = fma(p, r * r, r + Vec<float>(1.0f));
+  return p * exp2_integral(n);
+}
+inline Vec<float> lstm_tanh(Vec<float> x) {
+  const Vec<float> e = lstm_exp(x + x);
+  return Vec<float>(1.0f) - Vec<float>(2.0f) / (e + Vec<float>(1.0f));
+}
+// double: per lane through libm (std::exp is an external function, no ODR hazard).
+inline Vec<double> lstm_exp(Vec<double> x) {
+  alignas(64) double lanes[Vec<double>::width];
+  x.store(lanes);
+  for (double& lane : lanes) lane = std::exp(lane);
+  return Vec<double>::load(lanes);
+}
+inline Vec<double> lstm_tanh(Vec<double> x) {
+  alignas(64) double lanes[Vec<double>::width];
+  x.store(lanes);
+  for (double& lane : lanes) lane = std::tanh(lane);
+  return Vec<double>::load(lanes);
+}
+#endif
+
+// Loads count (<= width) elements, zero-filling the rest; stores count.
+template <class T> Vec<T> load_partial(const T* p, int64_t count) {
+  if (count >= Vec<T>::width) return Vec<T>::load(p);
+  alignas(64) T lanes[Vec<T>::width] = {};
+  for (int64_t i = 0; i < count; ++i) lanes[i] = p[i];
+  return Vec<T>::load(lanes);
+}
+template <class T> void store_partial(T* p, Vec<T> v, int64_t count) {
+  if (count >= Vec<T>::width) return v.store(p);
+  alignas(64) T lanes[Vec<T>::width];
+  v.store(lanes);
+  for (int64_t i = 0; i < count; ++i) p[i] = lanes[i];
+}
+
+}  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA
