@@ -70,15 +70,22 @@ def _check_batch_sizes_values(batch_sizes: Tensor, batch: int, rows: int) -> Non
                          f"{batch} and add up to {rows} rows; got {sizes}")
 
 
-@torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())
-def recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
-                       batch_sizes: Optional[Tensor], training: bool
-                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def run_recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
+                           batch_sizes: Optional[Tensor], training: bool
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns y, h_n, c_n and the buffers backward needs (empty unless training):
-    saved_gates [rows, 4H], saved_c [rows, H], saved_h [rows, H] (projection only)."""
+    saved_gates [rows, 4H], saved_c [rows, H], saved_h [rows, H] (projection only).
+
+    The op's implementation. Eager inference calls it directly (see
+    functional.lstm_layer): the dispatcher would add ~20 us a call and has
+    nothing to do there."""
     check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes)
     contiguous = [t.contiguous() if t is not None else None for t in (gates_x, w_hh, w_hr, h0, c0, batch_sizes)]
     return _backend.recurrence_forward(*contiguous, training)
+
+
+recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())(
+    run_recurrence_forward)
 
 
 @recurrence_forward.register_fake

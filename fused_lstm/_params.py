@@ -26,11 +26,15 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# NaN-fill every output buffer, so tests catch any element a kernel forgets to
+# write. Set from FUSED_LSTM_POISON_OUTPUTS=1 at import; tests set it directly.
+POISON_OUTPUTS = os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1"
+
+
 def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Uninitialised output buffer; NaN-filled when FUSED_LSTM_POISON_OUTPUTS=1, so
-    tests catch any element a kernel forgets to write."""
+    """Uninitialised output buffer (NaN-filled under POISON_OUTPUTS)."""
     tensor = torch.empty(shape, dtype=dtype, device=device)
-    if os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1" and tensor.is_floating_point():
+    if POISON_OUTPUTS and tensor.is_floating_point():
         tensor.fill_(float("nan"))
     return tensor
 

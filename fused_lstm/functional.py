@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._ops import recurrence_forward
+from ._ops import recurrence_forward, run_recurrence_forward
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
 
@@ -79,7 +79,12 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
         x = _reverse_time(x, batch_sizes, _reverse_index)
     gates_x = _input_gates(x, w_ih, b_ih, b_hh)
     training = _needs_saving(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
-    y, h_n, c_n = recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
+    # Eager inference on plain tensors skips the dispatcher; anything traced
+    # (torch.compile, export: fake or functional tensors) or differentiated goes
+    # through the custom op.
+    eager_inference = not training and type(gates_x) is Tensor and not torch.compiler.is_compiling()
+    run = run_recurrence_forward if eager_inference else recurrence_forward
+    y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
     if reverse:
         y = _reverse_time(y, batch_sizes, _reverse_index)
     return y, h_n, c_n

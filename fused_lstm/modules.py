@@ -75,6 +75,7 @@ class FusedLSTM(nn.Module):
         out_size = proj_size if proj_size > 0 else hidden_size
         self._flat_weights_names: List[str] = []
         self._all_weights: List[List[str]] = []
+        self._layer_weight_names: List[Tuple[Optional[str], ...]] = []
         for layer in range(num_layers):
             for direction in range(directions):
                 layer_input_size = input_size if layer == 0 else out_size * directions
@@ -91,6 +92,9 @@ class FusedLSTM(nn.Module):
                     names.append(base + suffix)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
+                named = dict(zip((base for base, _ in shapes), names))
+                self._layer_weight_names.append(
+                    tuple(named.get(base) for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -134,12 +138,8 @@ class FusedLSTM(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
 
     def _layer_weights(self) -> List[Tuple[Optional[Tensor], ...]]:
-        weights = []
-        for names in self._all_weights:
-            named = {name.split("_l")[0]: getattr(self, name) for name in names}
-            weights.append(tuple(named.get(base) for base in
-                                 ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")))
-        return weights
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction, None where absent."""
+        return [tuple(getattr(self, name) if name else None for name in names) for names in self._layer_weight_names]
 
     def _expected_state_sizes(self, batch: int) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
         layers = self.num_layers * (2 if self.bidirectional else 1)

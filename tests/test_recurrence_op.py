@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fused_lstm import _ops, functional, reference
+from fused_lstm import _ops, _params, functional, reference
 from conftest import assert_all_close, max_abs_diff
 
 BACKENDS = ["cpu", "reference"]
@@ -36,7 +36,7 @@ CASES = [(shape, packed) for shape in SHAPES for packed in (False, True) if not 
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
-    monkeypatch.setenv("FUSED_LSTM_POISON_OUTPUTS", "1")
+    monkeypatch.setattr(_params, "POISON_OUTPUTS", True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
