@@ -193,28 +193,35 @@ void set_cpu_team(const std::string& name) {
   ThreadTeam::instance().set_use_openmp(name == "openmp");
 }
 
-void lstm_forward(const LstmFwdParams& p) {
+namespace {
+
+// Checks, then runs `run(isa)` under the dispatch lock (one recurrence at a
+// time owns the thread team).
+template <class Params, class Run>
+void checked_dispatch(const Params& p, Run run) {
   check_params(p);
   check_host_batch_sizes(p.sizes);
   FUSED_LSTM_CHECK_ARG(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat64,
                        "the CPU recurrence takes float32 or float64");
   if (p.sizes.batch == 0) return;
   std::lock_guard<std::mutex> lock(dispatch_mutex);
-  const IsaKernels& isa = *kernels_named(isa_override);
-  if (p.dtype == DType::kFloat32) return run_forward<float>(p, isa.forward_float, isa.width_float);
-  run_forward<double>(p, isa.forward_double, isa.width_double);
+  run(*kernels_named(isa_override));
+}
+
+}  // namespace
+
+void lstm_forward(const LstmFwdParams& p) {
+  checked_dispatch(p, [&](const IsaKernels& isa) {
+    if (p.dtype == DType::kFloat32) return run_forward<float>(p, isa.forward_float, isa.width_float);
+    run_forward<double>(p, isa.forward_double, isa.width_double);
+  });
 }
 
 void lstm_backward(const LstmBwdParams& p) {
-  check_params(p);
-  check_host_batch_sizes(p.sizes);
-  FUSED_LSTM_CHECK_ARG(p.dtype == DType::kFloat32 || p.dtype == DType::kFloat64,
-                       "the CPU recurrence takes float32 or float64");
-  if (p.sizes.batch == 0) return;
-  std::lock_guard<std::mutex> lock(dispatch_mutex);
-  const IsaKernels& isa = *kernels_named(isa_override);
-  if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float);
-  run_backward<double>(p, isa.backward_double, isa.width_double);
+  checked_dispatch(p, [&](const IsaKernels& isa) {
+    if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float);
+    run_backward<double>(p, isa.backward_double, isa.width_double);
+  });
 }
 
 }  // namespace fused_lstm::cpu
