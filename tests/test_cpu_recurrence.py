@@ -9,9 +9,8 @@ import contextlib
 import pytest
 import torch
 
-from fused_lstm import _C, reference
+from fused_lstm import _C, _params, reference
 
-DTYPES = {torch.float32: _C.DType.float32, torch.float64: _C.DType.float64}
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
 
 
@@ -73,64 +72,41 @@ def make_problem(T, N, H, P, dtype, packed, seed):
         h0=rand(N, O), c0=rand(N, H), batch_sizes=batch_sizes, rows=rows, T=T, N=N, H=H, P=P)
 
 
-def poisoned(shape, dtype):
-    return torch.full(shape, float("nan"), dtype=dtype)
+def poisoned(shape, dtype, device="cpu"):
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
 
-def fill_sizes(params, pr):
-    s = params.sizes
-    s.seq_len, s.batch, s.hidden, s.proj_size, s.total_rows = pr["T"], pr["N"], pr["H"], pr["P"], pr["rows"]
-    if pr["batch_sizes"] is not None:
-        s.batch_sizes = pr["batch_sizes"].data_ptr()
-    params.sizes = s
+def _threads(num_threads):
+    count = torch.get_num_threads() if num_threads is None else num_threads
+    return lambda params: setattr(params, "num_threads", count)
+
+
+def _sequence_shape(pr, width):
+    return (pr["rows"], width) if pr["batch_sizes"] is not None else (pr["T"], pr["N"], width)
 
 
 def run_forward(pr, training, num_threads=None):
-    num_threads = torch.get_num_threads() if num_threads is None else num_threads
-    dtype = pr["h0"].dtype
-    T, N, H, P, rows = pr["T"], pr["N"], pr["H"], pr["P"], pr["rows"]
-    O = P if P else H
-    out = dict(y=poisoned((rows, O), dtype), h_n=poisoned((N, O), dtype), c_n=poisoned((N, H), dtype))
+    """The compiled CPU forward on poisoned outputs; results as [rows, ...] tensors."""
+    y, h_n, c_n, gates, c, h = _params.run_forward(
+        _C, _C.lstm_forward_cpu, pr["gates_x"], pr["w_hh"], pr["w_hr"], pr["h0"], pr["c0"], pr["batch_sizes"],
+        training, alloc=poisoned, configure=_threads(num_threads))
+    out = dict(y=y.reshape(pr["rows"], -1), h_n=h_n, c_n=c_n)
     if training:
-        out.update(gates=poisoned((rows, 4 * H), dtype), c=poisoned((rows, H), dtype))
-        if P:
-            out["h"] = poisoned((rows, H), dtype)
-    p = _C.LstmFwdParams()
-    fill_sizes(p, pr)
-    p.dtype = DTYPES[dtype]
-    p.num_threads = num_threads
-    p.gates_x, p.w_hh, p.h0, p.c0 = (pr[k].data_ptr() for k in ("gates_x", "w_hh", "h0", "c0"))
-    if P:
-        p.w_hr = pr["w_hr"].data_ptr()
-    p.y, p.h_n, p.c_n = out["y"].data_ptr(), out["h_n"].data_ptr(), out["c_n"].data_ptr()
-    if training:
-        p.saved_gates, p.saved_c = out["gates"].data_ptr(), out["c"].data_ptr()
-        if P:
-            p.saved_h = out["h"].data_ptr()
-    _C.lstm_forward_cpu(p)
+        out.update(gates=gates, c=c)
+        if pr["P"]:
+            out["h"] = h
     return out
 
 
 def run_backward(pr, saved, grads, num_threads=None):
-    num_threads = torch.get_num_threads() if num_threads is None else num_threads
-    dtype = pr["h0"].dtype
-    N, H, P, rows = pr["N"], pr["H"], pr["P"], pr["rows"]
-    O = P if P else H
-    out = dict(grad_gates=poisoned((rows, 4 * H), dtype), grad_h0=poisoned((N, O), dtype),
-               grad_c0=poisoned((N, H), dtype))
-    if P:
-        out["grad_h_out"] = poisoned((rows, P), dtype)
-    p = _C.LstmBwdParams()
-    fill_sizes(p, pr)
-    p.dtype = DTYPES[dtype]
-    p.num_threads = num_threads
-    p.w_hh, p.c0 = pr["w_hh"].data_ptr(), pr["c0"].data_ptr()
-    if P:
-        p.w_hr, p.saved_h, p.grad_h_out = pr["w_hr"].data_ptr(), saved["h"].data_ptr(), out["grad_h_out"].data_ptr()
-    p.saved_gates, p.saved_c = saved["gates"].data_ptr(), saved["c"].data_ptr()
-    p.grad_y, p.grad_h_n, p.grad_c_n = (grads[k].data_ptr() for k in ("y", "h_n", "c_n"))
-    p.grad_gates, p.grad_h0, p.grad_c0 = (out[k].data_ptr() for k in ("grad_gates", "grad_h0", "grad_c0"))
-    _C.lstm_backward_cpu(p)
+    O = pr["P"] if pr["P"] else pr["H"]
+    grad_gates, grad_h_out, grad_h0, grad_c0 = _params.run_backward(
+        _C, _C.lstm_backward_cpu, pr["w_hh"], pr["w_hr"], pr["c0"], saved["gates"], saved["c"], saved.get("h"),
+        grads["y"].reshape(_sequence_shape(pr, O)), grads["h_n"], grads["c_n"], pr["batch_sizes"],
+        alloc=poisoned, configure=_threads(num_threads))
+    out = dict(grad_gates=grad_gates.reshape(pr["rows"], -1), grad_h0=grad_h0, grad_c0=grad_c0)
+    if pr["P"]:
+        out["grad_h_out"] = grad_h_out.reshape(pr["rows"], -1)
     return out
 
 
