@@ -30,6 +30,7 @@ def info() -> int:
     print(f"simt module built: {simt}")
     print(f"CPU: {platform.machine()}, features: {' '.join(build['cpu_features']) or 'none detected'}, "
           f"torch threads: {torch.get_num_threads()}")
+    print(f"CPU recurrence: {build['cpu_isa']} kernels, {build['cpu_team']} thread team")
     devices = ["cpu"]
     if build["cuda"]:
         error = build.get("cuda_runtime_error")
