@@ -282,3 +282,27 @@ def test_fused_lstm_through_the_cuda_kernels_on_simt(config, packed, path, monke
     if packed:
         x = pack_padded_sequence(x, torch.tensor([2, 5, 4]), batch_first=batch_first, enforce_sorted=False)
     assert_all_close(_run(fused, x, None), _run(reference, x, None), 5e-5, "simt kernels")
+
+
+def test_concurrent_calls_from_python_threads():
+    """The compiled core releases the GIL and serialises its thread team: calls from
+    several Python threads at once give the single-threaded answer, forward and backward."""
+    import threading
+    fused = FusedLSTM(8, 16, num_layers=2)
+    x = torch.randn(20, 4, 8, requires_grad=True)
+    expected = fused(x)[0].detach()
+    expected_grad, = torch.autograd.grad(fused(x)[0].square().sum(), [x])
+    results = []
+
+    def work():
+        for _ in range(10):
+            y = fused(x)[0]
+            grad, = torch.autograd.grad(y.square().sum(), [x])
+            results.append(torch.equal(y, expected) and torch.equal(grad, expected_grad))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 30 and all(results)
