@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import _backend
+from . import _backend, _params
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -88,26 +88,21 @@ recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", m
     run_recurrence_forward)
 
 
+def _empty(shape, dtype, device):
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 @recurrence_forward.register_fake
 def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
-    hidden, out_size = c0.shape[1], h0.shape[1]
-    rows = gates_x.numel() // (4 * hidden)
-    acc = _backend.accumulate_dtype(gates_x.dtype)
-
-    def saved(width, needed):
-        return gates_x.new_empty((rows, width) if needed else (0,), dtype=acc)
-
-    y = gates_x.new_empty((*gates_x.shape[:-1], out_size))
-    return (y, torch.empty_like(h0), torch.empty_like(c0), saved(4 * hidden, training), saved(hidden, training),
-            saved(hidden, training and w_hr is not None))
+    return _params.forward_outputs(gates_x, w_hr, h0, c0, training, alloc=_empty)
 
 
 @torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
 def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
                         saved_h: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
                         batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns grad_gates (layout of gates_x), grad_h_out ([rows, P]; empty
+    """Returns grad_gates (layout of gates_x), grad_h_out (grad_y's shape; empty
     without projection), grad_h0, grad_c0."""
     contiguous = [t.contiguous() if t is not None else None
                   for t in (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)]
@@ -117,10 +112,7 @@ def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_
 @recurrence_backward.register_fake
 def _recurrence_backward_fake(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n,
                               batch_sizes):
-    hidden = c0.shape[1]
-    grad_h_out = torch.empty_like(grad_y) if w_hr is not None else grad_y.new_empty((0,))
-    return (grad_y.new_empty((*grad_y.shape[:-1], 4 * hidden)), grad_h_out, torch.empty_like(grad_h_n),
-            torch.empty_like(grad_c_n))
+    return _params.backward_outputs(w_hr, c0, grad_y, grad_h_n, grad_c_n, alloc=_empty)
 
 
 def _previous_h(y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:

@@ -52,27 +52,44 @@ def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, b
     return sizes
 
 
-def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
-                c0: Tensor, batch_sizes: Optional[Tensor], training: bool, alloc: Allocator = new_buffer,
-                configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
-    """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
-    what is not saved is an empty tensor."""
+def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, training: bool,
+                    alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+    """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
+    saved_c, saved_h; what is not saved is empty. Also the op's fake kernel."""
     device, dtype, acc = gates_x.device, gates_x.dtype, accumulate_dtype(gates_x.dtype)
     hidden, out_size = c0.shape[1], h0.shape[1]
-    proj_size = 0 if w_hr is None else w_hr.shape[0]
     rows = gates_x.numel() // gates_x.shape[-1]
 
     def saved(width, needed):
         return alloc((rows, width) if needed else (0,), acc, device)
 
-    y = alloc((*gates_x.shape[:-1], out_size), dtype, device)
-    h_n, c_n = alloc(h0.shape, dtype, device), alloc(c0.shape, dtype, device)
-    saved_gates, saved_c = saved(4 * hidden, training), saved(hidden, training)
-    saved_h = saved(hidden, training and proj_size > 0)
+    return (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc(h0.shape, dtype, device),
+            alloc(c0.shape, dtype, device), saved(4 * hidden, training), saved(hidden, training),
+            saved(hidden, training and w_hr is not None))
+
+
+def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+                     alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+    """The backward recurrence's outputs, unfilled: grad_gates, grad_h_out (empty
+    without projection), grad_h0, grad_c0. Also the op's fake kernel."""
+    device, dtype = grad_y.device, grad_y.dtype
+    return (alloc((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype, device),
+            alloc(grad_y.shape if w_hr is not None else (0,), dtype, device),
+            alloc(grad_h_n.shape, dtype, device), alloc(grad_c_n.shape, dtype, device))
+
+
+def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
+                c0: Tensor, batch_sizes: Optional[Tensor], training: bool, alloc: Allocator = new_buffer,
+                configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
+    """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
+    what is not saved is an empty tensor."""
+    hidden = c0.shape[1]
+    proj_size = 0 if w_hr is None else w_hr.shape[0]
+    y, h_n, c_n, saved_gates, saved_c, saved_h = forward_outputs(gates_x, w_hr, h0, c0, training, alloc)
 
     p = module.LstmFwdParams()
     p.sizes = _sizes(module, gates_x, h0.shape[0], hidden, proj_size, batch_sizes)
-    p.dtype = getattr(module.DType, _DTYPE_NAMES[dtype])
+    p.dtype = getattr(module.DType, _DTYPE_NAMES[gates_x.dtype])
     p.gates_x, p.w_hh, p.w_hr, p.h0, p.c0 = map(pointer, (gates_x, w_hh, w_hr, h0, c0))
     p.y, p.h_n, p.c_n = map(pointer, (y, h_n, c_n))
     p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
@@ -88,16 +105,13 @@ def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor],
                  configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
     """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
     shape; empty without projection), grad_h0, grad_c0."""
-    device, dtype = grad_y.device, grad_y.dtype
     hidden = c0.shape[1]
     proj_size = 0 if w_hr is None else w_hr.shape[0]
-    grad_gates = alloc((*grad_y.shape[:-1], 4 * hidden), dtype, device)
-    grad_h_out = alloc(grad_y.shape if proj_size > 0 else (0,), dtype, device)
-    grad_h0, grad_c0 = alloc(grad_h_n.shape, dtype, device), alloc(grad_c_n.shape, dtype, device)
+    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, grad_h_n, grad_c_n, alloc)
 
     p = module.LstmBwdParams()
     p.sizes = _sizes(module, grad_y, grad_h_n.shape[0], hidden, proj_size, batch_sizes)
-    p.dtype = getattr(module.DType, _DTYPE_NAMES[dtype])
+    p.dtype = getattr(module.DType, _DTYPE_NAMES[grad_y.dtype])
     p.w_hh, p.w_hr, p.c0 = map(pointer, (w_hh, w_hr, c0))
     p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
     p.grad_y, p.grad_h_n, p.grad_c_n = map(pointer, (grad_y, grad_h_n, grad_c_n))
