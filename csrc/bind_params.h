@@ -58,8 +58,13 @@ inline void bind_params(py::module_& m, bool module_local) {
       .def_readwrite("dtype", &LstmFwdParams::dtype)
       .def_readwrite("workspace_bytes", &LstmFwdParams::workspace_bytes)
       .def_readwrite("path", &LstmFwdParams::path)
-      .def_readwrite("num_threads", &LstmFwdParams::num_threads);
+      .def_readwrite("num_threads", &LstmFwdParams::num_threads)
+      .def_readwrite("input_size", &LstmFwdParams::input_size);
   pointer_field(fwd, "gates_x", &LstmFwdParams::gates_x);
+  pointer_field(fwd, "x", &LstmFwdParams::x);
+  pointer_field(fwd, "w_ih", &LstmFwdParams::w_ih);
+  pointer_field(fwd, "b_ih", &LstmFwdParams::b_ih);
+  pointer_field(fwd, "b_hh", &LstmFwdParams::b_hh);
   pointer_field(fwd, "w_hh", &LstmFwdParams::w_hh);
   pointer_field(fwd, "w_hr", &LstmFwdParams::w_hr);
   pointer_field(fwd, "h0", &LstmFwdParams::h0);

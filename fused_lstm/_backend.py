@@ -110,6 +110,19 @@ def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     return _host_run(_cpu_forward, _reference_forward, gates_x.device, gates_x.dtype, args, storage_outputs=3)
 
 
+def projects_input(x: Tensor) -> bool:
+    """Whether projected_forward takes x: the CPU recurrence, float32/float64."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and choose(x.device, x.dtype) == "cpu")
+
+
+def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
+    """Inference of one layer and direction with the input projection inside
+    the CPU recurrence; returns y, h_n, c_n."""
+    return _params.run_forward(_C, _C.lstm_forward_cpu, x, w_hh, w_hr, h0, c0, batch_sizes, None,
+                               configure=_cpu_threads, projection=(w_ih, b_ih, b_hh))
+
+
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     args = (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     module = _kernel_module(choose(grad_y.device, grad_y.dtype))

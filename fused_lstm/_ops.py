@@ -18,21 +18,28 @@ from . import _backend, _params
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def _check_like(name: str, tensor: Optional[Tensor], like_name: str, like: Tensor, dim: int = 2) -> None:
+    if tensor is None:
+        return
+    if tensor.dtype != like.dtype:
+        raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but {like_name} has {like.dtype}")
+    if tensor.device != like.device:
+        raise ValueError(f"fused_lstm: {name} is on {tensor.device} but {like_name} is on {like.device}")
+    if tensor.dim() != dim:
+        raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
+
+
 def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
-                          batch_sizes: Optional[Tensor], check_values: bool = True) -> None:
+                          batch_sizes: Optional[Tensor], check_values: bool = True,
+                          sequence_name: str = "gates_x", sequence_width: Optional[int] = None) -> None:
     """Raises ValueError/TypeError naming the argument before any kernel runs.
-    check_values=False skips what needs batch_sizes' values (fake tensors)."""
+    check_values=False skips what needs batch_sizes' values (fake tensors).
+    The sequence (gates_x) has rows of 4H values, or of sequence_width."""
     if gates_x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"fused_lstm: gates_x must be float32, float64, float16 or bfloat16, got {gates_x.dtype}")
+        raise TypeError(f"fused_lstm: {sequence_name} must be float32, float64, float16 or bfloat16, "
+                        f"got {gates_x.dtype}")
     for name, tensor in (("w_hh", w_hh), ("w_hr", w_hr), ("h0", h0), ("c0", c0)):
-        if tensor is None:
-            continue
-        if tensor.dtype != gates_x.dtype:
-            raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but gates_x has {gates_x.dtype}")
-        if tensor.device != gates_x.device:
-            raise ValueError(f"fused_lstm: {name} is on {tensor.device} but gates_x is on {gates_x.device}")
-        if tensor.dim() != 2:
-            raise ValueError(f"fused_lstm: {name} must be 2-D, got shape {tuple(tensor.shape)}")
+        _check_like(name, tensor, sequence_name, gates_x)
     batch, out_size = h0.shape
     hidden = c0.shape[1]
     proj_size = 0 if w_hr is None else w_hr.shape[0]
@@ -45,17 +52,18 @@ def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
         raise ValueError(f"fused_lstm: w_hh must have shape {(4 * hidden, out_size)}, got {tuple(w_hh.shape)}")
     if w_hr is not None and tuple(w_hr.shape) != (proj_size, hidden):
         raise ValueError(f"fused_lstm: w_hr must have shape {(proj_size, hidden)}, got {tuple(w_hr.shape)}")
+    width = 4 * hidden if sequence_width is None else sequence_width
     if batch_sizes is None:
-        if gates_x.dim() != 3 or gates_x.shape[1] != batch or gates_x.shape[2] != 4 * hidden:
-            raise ValueError(f"fused_lstm: gates_x must have shape (T, {batch}, {4 * hidden}), "
+        if gates_x.dim() != 3 or gates_x.shape[1] != batch or gates_x.shape[2] != width:
+            raise ValueError(f"fused_lstm: {sequence_name} must have shape (T, {batch}, {width}), "
                              f"got {tuple(gates_x.shape)}")
         if gates_x.shape[0] == 0:
             raise ValueError("fused_lstm: sequence length must be at least 1")
         return
     if batch_sizes.dtype != torch.int64 or batch_sizes.dim() != 1 or batch_sizes.device.type != "cpu":
         raise ValueError("fused_lstm: batch_sizes must be a 1-D int64 CPU tensor")
-    if gates_x.dim() != 2 or gates_x.shape[1] != 4 * hidden:
-        raise ValueError(f"fused_lstm: packed gates_x must have shape (rows, {4 * hidden}), "
+    if gates_x.dim() != 2 or gates_x.shape[1] != width:
+        raise ValueError(f"fused_lstm: packed {sequence_name} must have shape (rows, {width}), "
                          f"got {tuple(gates_x.shape)}")
     if check_values:
         _check_batch_sizes_values(batch_sizes, batch, gates_x.shape[0])
@@ -86,6 +94,28 @@ def run_recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]
 
 recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())(
     run_recurrence_forward)
+
+
+def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
+                          w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor]
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Inference of one layer and direction from x itself: the CPU recurrence
+    computes x @ w_ih^T + b_ih + b_hh inside (see params.h's input_size), so
+    gates_x is never written to memory. Only where _backend.projects_input(x)."""
+    hidden = c0.shape[-1]
+    check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, sequence_name="x", sequence_width=w_ih.shape[-1])
+    _check_like("w_ih", w_ih, "x", x)
+    if w_ih.shape[0] != 4 * hidden:
+        raise ValueError(f"fused_lstm: w_ih must have shape {(4 * hidden, x.shape[-1])}, got {tuple(w_ih.shape)}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("fused_lstm: b_ih and b_hh must both be given or both be None")
+    for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
+        _check_like(name, bias, "x", x, dim=1)
+        if bias is not None and bias.shape[0] != 4 * hidden:
+            raise ValueError(f"fused_lstm: {name} must have shape {(4 * hidden,)}, got {tuple(bias.shape)}")
+    contiguous = [t.contiguous() if t is not None else None
+                  for t in (x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)]
+    return _backend.projected_forward(*contiguous)
 
 
 def _empty(shape, dtype, device):

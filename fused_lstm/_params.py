@@ -52,10 +52,12 @@ def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, b
     return sizes
 
 
-def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, training: bool,
+def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, training: Optional[bool],
                     alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
     """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
-    saved_c, saved_h; what is not saved is empty. Also the op's fake kernel."""
+    saved_c, saved_h; what is not saved is empty. Also the op's fake kernel.
+    Of gates_x (or x, when the input is projected inside) only the leading
+    dims, dtype and device are used."""
     device, dtype, acc = gates_x.device, gates_x.dtype, accumulate_dtype(gates_x.dtype)
     hidden, out_size = c0.shape[1], h0.shape[1]
     rows = gates_x.numel() // gates_x.shape[-1]
@@ -63,9 +65,12 @@ def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Ten
     def saved(width, needed):
         return alloc((rows, width) if needed else (0,), acc, device)
 
-    return (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc(h0.shape, dtype, device),
-            alloc(c0.shape, dtype, device), saved(4 * hidden, training), saved(hidden, training),
-            saved(hidden, training and w_hr is not None))
+    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc(h0.shape, dtype, device),
+               alloc(c0.shape, dtype, device))
+    if training is None:  # inference without the op's empty saved buffers
+        return outputs
+    return outputs + (saved(4 * hidden, training), saved(hidden, training),
+                      saved(hidden, training and w_hr is not None))
 
 
 def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
@@ -79,24 +84,37 @@ def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, grad_h_
 
 
 def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
-                c0: Tensor, batch_sizes: Optional[Tensor], training: bool, alloc: Allocator = new_buffer,
-                configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
+                c0: Tensor, batch_sizes: Optional[Tensor], training: Optional[bool], alloc: Allocator = new_buffer,
+                configure: Optional[Callable] = None,
+                projection: Optional[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]] = None
+                ) -> Tuple[Tensor, ...]:
     """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
-    what is not saved is an empty tensor."""
+    what is not saved is an empty tensor. training=None: inference returning
+    y, h_n, c_n only (no empty saved buffers to allocate).
+
+    projection = (w_ih, b_ih, b_hh): the first argument is then x, projected
+    inside the recurrence (CPU only; params.h's input_size)."""
     hidden = c0.shape[1]
     proj_size = 0 if w_hr is None else w_hr.shape[0]
-    y, h_n, c_n, saved_gates, saved_c, saved_h = forward_outputs(gates_x, w_hr, h0, c0, training, alloc)
+    outputs = forward_outputs(gates_x, w_hr, h0, c0, training, alloc)
+    y, h_n, c_n = outputs[:3]
+    saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 
     p = module.LstmFwdParams()
     p.sizes = _sizes(module, gates_x, h0.shape[0], hidden, proj_size, batch_sizes)
     p.dtype = getattr(module.DType, _DTYPE_NAMES[gates_x.dtype])
-    p.gates_x, p.w_hh, p.w_hr, p.h0, p.c0 = map(pointer, (gates_x, w_hh, w_hr, h0, c0))
+    if projection is None:
+        p.gates_x = pointer(gates_x)
+    else:
+        p.input_size = gates_x.shape[-1]
+        p.x, p.w_ih, p.b_ih, p.b_hh = map(pointer, (gates_x, *projection))
+    p.w_hh, p.w_hr, p.h0, p.c0 = map(pointer, (w_hh, w_hr, h0, c0))
     p.y, p.h_n, p.c_n = map(pointer, (y, h_n, c_n))
     p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
     keep_alive = configure(p) if configure else None  # e.g. the workspace, until the launch is queued
     launch(p)
     del keep_alive
-    return y, h_n, c_n, saved_gates, saved_c, saved_h
+    return outputs
 
 
 def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._ops import recurrence_forward, run_recurrence_forward
+from ._backend import projects_input
+from ._ops import recurrence_forward, run_projected_forward, run_recurrence_forward
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
 
@@ -77,14 +78,18 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
         if batch_sizes is not None and _reverse_index is None:
             _reverse_index = _packed_reverse_index(batch_sizes, x.device)
         x = _reverse_time(x, batch_sizes, _reverse_index)
-    gates_x = _input_gates(x, w_ih, b_ih, b_hh)
     training = _needs_saving(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
-    # Eager inference on plain tensors skips the dispatcher; anything traced
+    # Eager inference on plain tensors skips the dispatcher, and on the CPU
+    # also the input GEMM (the recurrence projects x itself); anything traced
     # (torch.compile, export: fake or functional tensors) or differentiated goes
     # through the custom op.
-    eager_inference = not training and type(gates_x) is Tensor and not torch.compiler.is_compiling()
-    run = run_recurrence_forward if eager_inference else recurrence_forward
-    y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
+    eager_inference = not training and type(x) is Tensor and not torch.compiler.is_compiling()
+    if eager_inference and projects_input(x):
+        y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
+    else:
+        gates_x = _input_gates(x, w_ih, b_ih, b_hh)
+        run = run_recurrence_forward if eager_inference else recurrence_forward
+        y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
     if reverse:
         y = _reverse_time(y, batch_sizes, _reverse_index)
     return y, h_n, c_n
@@ -123,6 +128,8 @@ def lstm(x: Tensor, hx: Tuple[Tensor, Tensor], weights: Sequence[Sequence[Option
         layer_input = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, p=dropout, training=True)
+    if len(h_n) == 1:  # a view, no copy
+        return layer_input, h_n[0].unsqueeze(0), c_n[0].unsqueeze(0)
     return layer_input, torch.stack(h_n), torch.stack(c_n)
 
 

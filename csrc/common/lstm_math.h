@@ -26,9 +26,14 @@ FUSED_LSTM_HOST_DEVICE double lstm_exp(double x) { return exp(x); }
 FUSED_LSTM_HOST_DEVICE float lstm_tanh(float x) { return tanhf(x); }
 FUSED_LSTM_HOST_DEVICE double lstm_tanh(double x) { return tanh(x); }
 
+// 1/x. The CPU's float SIMD types overload it with a refined hardware
+// reciprocal (csrc/cpu/simd.h).
+FUSED_LSTM_HOST_DEVICE float lstm_reciprocal(float x) { return 1.0f / x; }
+FUSED_LSTM_HOST_DEVICE double lstm_reciprocal(double x) { return 1.0 / x; }
+
 template <class Acc> FUSED_LSTM_HOST_DEVICE Acc lstm_sigmoid(Acc x) {
   // exp(-x) overflows to inf for very negative x, giving exactly 0: no NaN.
-  return Acc(1) / (Acc(1) + lstm_exp(-x));
+  return lstm_reciprocal(Acc(1) + lstm_exp(-x));
 }
 
 // Post-activation gates of one unit; what training saves for backward.

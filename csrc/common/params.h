@@ -42,6 +42,14 @@ struct LstmFwdParams {
   LstmSizes sizes;
   DType dtype = DType::kFloat32;  // storage dtype of every non-saved tensor
   const void* gates_x = nullptr;  // [rows, 4H]  x @ W_ih^T + b_ih + b_hh
+  // CPU only, instead of gates_x: the input projection, computed inside the
+  // recurrence (each team member for its own hidden units, a chunk of steps
+  // ahead), so gates_x never goes through memory. input_size > 0 selects it.
+  int64_t input_size = 0;         // I
+  const void* x = nullptr;        // [rows, I]
+  const void* w_ih = nullptr;     // [4H, I]
+  const void* b_ih = nullptr;     // [4H], or nullptr (no bias: b_hh too)
+  const void* b_hh = nullptr;     // [4H], or nullptr
   const void* w_hh = nullptr;     // [4H, H_out]
   const void* w_hr = nullptr;     // [P, H], or nullptr when proj_size == 0
   const void* h0 = nullptr;       // [N, H_out]
@@ -62,6 +70,7 @@ struct LstmFwdParams {
   RecurrencePath path = RecurrencePath::kAuto;
   int num_threads = 0;  // CPU only: team size, torch.get_num_threads(); 0 = all cores
   bool training() const { return saved_gates != nullptr; }
+  bool projects_input() const { return input_size > 0; }
 };
 
 // Backward recurrence, t = T-1 .. 0. Produces the gradients that flow through

@@ -39,7 +39,15 @@ inline void check_params(const LstmFwdParams& p) {
   const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
   FUSED_LSTM_CHECK_ARG(p.w_hh != nullptr);
   FUSED_LSTM_CHECK_ARG((p.sizes.proj_size > 0) == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
-  FUSED_LSTM_CHECK_ARG(!rows || (p.gates_x != nullptr && p.y != nullptr));
+  FUSED_LSTM_CHECK_ARG(!rows || p.y != nullptr);
+  FUSED_LSTM_CHECK_ARG(p.input_size >= 0, "input_size=", p.input_size);
+  if (p.projects_input()) {
+    FUSED_LSTM_CHECK_ARG(p.gates_x == nullptr, "give gates_x or x, not both");
+    FUSED_LSTM_CHECK_ARG(!rows || (p.x != nullptr && p.w_ih != nullptr));
+    FUSED_LSTM_CHECK_ARG((p.b_ih == nullptr) == (p.b_hh == nullptr), "b_ih and b_hh must be given together");
+  } else {
+    FUSED_LSTM_CHECK_ARG(!rows || p.gates_x != nullptr);
+  }
   FUSED_LSTM_CHECK_ARG(!states || (p.h0 && p.c0 && p.h_n && p.c_n));
   const bool training = p.saved_gates != nullptr;
   FUSED_LSTM_CHECK_ARG(!rows || training == (p.saved_c != nullptr),

@@ -1,5 +1,8 @@
 // Forward recurrence, run by every member of the thread team for its own
 // blocks of hidden units, all steps (see recurrence_plan.h for the partition).
+// With the input projection inside (p.projects_input()), every chunk of steps
+// starts with gates_chunk = x @ W_ih^T + b for the member's own units: the
+// member alone reads what it wrote, so this needs no barrier.
 // Per step t (rows = batch at t):
 //   pre[n][g*H+j] = gates_x[row][g*H+j] + sum_k h_{t-1}[n][k] * W_hh[g*H+j][k]
 //   gate math (lstm_math.h, vectorised) -> c_t (member-private), h_t
@@ -57,6 +60,24 @@ void product_over_blocks(BlockRange blocks, const T* a, int64_t lda, int64_t row
   }
 }
 
+// Packs the rows of unit block b of a gate-stacked weight w ([4H][depth],
+// nn.LSTM's W_hh or W_ih) into panel [depth][4][W], zero past H.
+template <class T>
+void pack_gate_panel(const T* w, int64_t H, int64_t depth, int64_t b, T* panel) {
+  constexpr int64_t W = Vec<T>::width;
+  const int64_t lanes = H - b * W < W ? H - b * W : W;
+  // Tiles of 16 k: a cache line of each of the 4*W source rows, and 16*4*W
+  // panel values, both in L1 while transposed.
+  for (int64_t k0 = 0; k0 < depth; k0 += 16) {
+    const int64_t k1 = k0 + 16 < depth ? k0 + 16 : depth;
+    for (int g = 0; g < 4; ++g)
+      for (int64_t lane = 0; lane < W; ++lane) {
+        const T* row = w + (g * H + b * W + lane) * depth;
+        for (int64_t k = k0; k < k1; ++k) panel[(k * 4 + g) * W + lane] = lane < lanes ? row[k] : T(0);
+      }
+  }
+}
+
 template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
@@ -80,21 +101,27 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   T* h_cell = static_cast<T*>(plan.exchange);
   T* partial = static_cast<T*>(plan.partial) + member * plan.partial_values;
   const int64_t cell_stride = plan.unit_blocks * W;  // row stride of h_cell
+  const int64_t I = p.input_size;
+  const T* x = static_cast<const T*>(p.x);
+  T* w_ih_panels = static_cast<T*>(plan.w_ih_panels);
+  T* bias_panels = static_cast<T*>(plan.bias_panels);
+  T* gates_chunk = static_cast<T*>(plan.gates_chunk);
 
-  // Pack this member's W_hh rows: panel b is [O][4][W], zero past H.
+  // Pack this member's W_hh rows (panel b is [O][4][W]) and, projecting the
+  // input, its W_ih rows ([I][4][W]) and b_ih + b_hh ([4][W]); zero past H.
   auto hh_panel = [&](int64_t b) { return w_hh_panels + b * O * 4 * W; };
+  auto ih_panel = [&](int64_t b) { return w_ih_panels + b * I * 4 * W; };
   for (int64_t b = units.begin; b < units.end; ++b) {
-    T* panel = hh_panel(b);
-    const int64_t lanes = H - b * W < W ? H - b * W : W;
-    // Tiles of 16 k: a cache line of each of the 4*W source rows, and 16*4*W
-    // panel values, both in L1 while transposed.
-    for (int64_t k0 = 0; k0 < O; k0 += 16) {
-      const int64_t k1 = k0 + 16 < O ? k0 + 16 : O;
-      for (int g = 0; g < 4; ++g)
-        for (int64_t lane = 0; lane < W; ++lane) {
-          const T* row = w_hh + (g * H + b * W + lane) * O;
-          for (int64_t k = k0; k < k1; ++k) panel[(k * 4 + g) * W + lane] = lane < lanes ? row[k] : T(0);
-        }
+    pack_gate_panel(w_hh, H, O, b, hh_panel(b));
+    if (p.projects_input()) {
+      pack_gate_panel(static_cast<const T*>(p.w_ih), H, I, b, ih_panel(b));
+      const T* b_ih = static_cast<const T*>(p.b_ih);
+      const T* b_hh = static_cast<const T*>(p.b_hh);
+      for (int g = 0; g < 4; ++g) {
+        const V bias = b_ih ? load_partial(b_ih + g * H + b * W, H - b * W) + load_partial(b_hh + g * H + b * W, H - b * W)
+                            : V::zero();
+        bias.store(bias_panels + (b * 4 + g) * W);
+      }
     }
     // Cell state from c0, zero in the padding lanes.
     for (int64_t n = 0; n < N; ++n)
@@ -110,23 +137,41 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     }
   }
 
+  // x @ W_ih^T + b for the rows of steps [t, t + chunk_steps), own units.
+  int64_t chunk_row0 = 0, chunk_end = 0;
+  auto project_chunk = [&](int64_t t, int64_t row0) {
+    chunk_row0 = row0;
+    chunk_end = t + plan.chunk_steps < s.seq_len ? t + plan.chunk_steps : s.seq_len;
+    int64_t rows = 0;
+    for (int64_t u = t; u < chunk_end; ++u) rows += rows_at(s, u);
+    product_over_blocks<T, 4>(units, x + row0 * I, I, rows, I, partial, ih_panel,
+                              [&](int64_t n, int64_t b, const V* acc) {
+      T* out = gates_chunk + (b * plan.chunk_rows + n) * 4 * W;
+      for (int g = 0; g < 4; ++g) (acc[g] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
+    });
+  };
+  // Gate g's input part of the pre-activation of unit block b, row `row`.
+  auto input_gate = [&](int64_t row, int64_t b, int g) {
+    if (p.projects_input()) return V::load(gates_chunk + ((b * plan.chunk_rows + row - chunk_row0) * 4 + g) * W);
+    return load_partial(gates_x + row * 4 * H + g * H + b * W, H - b * W);
+  };
+
   int64_t row0 = 0;
   for (int64_t t = 0; t < s.seq_len; ++t) {
     const int64_t rows = rows_at(s, t);
     const int64_t next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;  // rows n >= next_rows end at t
     const T* h_prev = static_cast<const T*>(plan.h_buffers[t & 1]);
     T* h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
+    if (p.projects_input() && t == chunk_end) project_chunk(t, row0);
 
     product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel,
                               [&](int64_t n, int64_t b, const V* acc) {
       const int64_t row = row0 + n, j0 = b * W, count = H - j0;
-      const T* gx = gates_x + row * 4 * H + j0;
       T* c_slot = cell_state + (b * N + n) * W;
       V c, h;
       const LstmGates<V> gates =
-          lstm_cell_forward(acc[0] + load_partial(gx, count), acc[1] + load_partial(gx + H, count),
-                            acc[2] + load_partial(gx + 2 * H, count), acc[3] + load_partial(gx + 3 * H, count),
-                            V::load(c_slot), c, h);
+          lstm_cell_forward(acc[0] + input_gate(row, b, 0), acc[1] + input_gate(row, b, 1),
+                            acc[2] + input_gate(row, b, 2), acc[3] + input_gate(row, b, 3), V::load(c_slot), c, h);
       c.store(c_slot);
       if (saved_gates) {
         T* sg = saved_gates + row * 4 * H + j0;

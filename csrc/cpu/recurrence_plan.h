@@ -37,6 +37,12 @@ struct RecurrencePlan {
   void* exchange = nullptr;     // projection only: forward h_cell [N][unit_blocks*width],
                                 // backward dL/dh_out [N][out_blocks*width]
   void* partial = nullptr;      // per member partial_values: depth-chunk partial sums
+  // Forward with the input projection inside (LstmFwdParams::projects_input()):
+  void* w_ih_panels = nullptr;  // per unit block [I][4 gates][width] (W_ih rows)
+  void* bias_panels = nullptr;  // per unit block [4 gates][width]: b_ih + b_hh, or zeros
+  void* gates_chunk = nullptr;  // [unit_blocks][chunk_rows][4 gates][width]: x @ W_ih^T + b
+  int64_t chunk_steps = 0;      // steps projected at a time
+  int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   int64_t partial_values = 0;
 };
 

@@ -15,8 +15,10 @@
 // float: exp is Cephes' expf (range reduction by ln2 in two parts, degree-6
 // polynomial, ~2 ulp); inputs clamped to [-87.3, 88.37] so no overflow and no
 // denormals; NaN propagates. tanh(x) = 1 - 2 / (exp(2x) + 1): absolute error
-// ~1e-7, well inside the 5e-5 float32 parity bound. double: per-lane libm
-// exp/tanh (exact to parity 1e-10 with the reference).
+// ~1e-7, well inside the 5e-5 float32 parity bound. Reciprocals (sigmoid,
+// tanh) are the hardware estimate refined by one Newton step, ~1 ulp, a
+// third of a division's cost. double: per-lane libm exp/tanh and exact
+// division (parity 1e-10 with the reference).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -71,10 +73,12 @@ inline Vec<float> clamp(Vec<float> x, float lo, float hi) {
 inline Vec<float> round_nearest(Vec<float> x) {
   return _mm512_roundscale_ps(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
-// 2^n for integral n in [-126, 127].
-inline Vec<float> exp2_integral(Vec<float> n) {
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23);
-  return _mm512_castsi512_ps(bits);
+// p * 2^n for integral n in [-126, 127].
+inline Vec<float> times_exp2(Vec<float> p, Vec<float> n) { return _mm512_scalef_ps(p.v, n.v); }
+// 1/d: rcp14 (relative error < 2^-14) refined by one Newton step, y + y*(1 - d*y).
+inline Vec<float> lstm_reciprocal(Vec<float> d) {
+  const __m512 y = _mm512_rcp14_ps(d.v);
+  return _mm512_fmadd_ps(y, _mm512_fnmadd_ps(d.v, y, _mm512_set1_ps(1.0f)), y);
 }
 inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return _mm512_add_pd(a.v, b.v); }
 inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return _mm512_sub_pd(a.v, b.v); }
@@ -118,9 +122,14 @@ inline Vec<float> clamp(Vec<float> x, float lo, float hi) {
 inline Vec<float> round_nearest(Vec<float> x) {
   return _mm256_round_ps(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
-inline Vec<float> exp2_integral(Vec<float> n) {
+inline Vec<float> times_exp2(Vec<float> p, Vec<float> n) {
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
-  return _mm256_castsi256_ps(bits);
+  return _mm256_mul_ps(p.v, _mm256_castsi256_ps(bits));
+}
+// 1/d: rcp (relative error < 1.5 * 2^-12) refined by one Newton step.
+inline Vec<float> lstm_reciprocal(Vec<float> d) {
+  const __m256 y = _mm256_rcp_ps(d.v);
+  return _mm256_fmadd_ps(y, _mm256_fnmadd_ps(d.v, y, _mm256_set1_ps(1.0f)), y);
 }
 inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return _mm256_add_pd(a.v, b.v); }
 inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return _mm256_sub_pd(a.v, b.v); }
@@ -149,6 +158,7 @@ template <class T> Vec<T> operator/(Vec<T> a, Vec<T> b) { return a.v / b.v; }
 template <class T> Vec<T> fma(Vec<T> a, Vec<T> b, Vec<T> c) { return std::fma(a.v, b.v, c.v); }
 template <class T> Vec<T> lstm_exp(Vec<T> x) { return ::fused_lstm::lstm_exp(x.v); }
 template <class T> Vec<T> lstm_tanh(Vec<T> x) { return ::fused_lstm::lstm_tanh(x.v); }
+template <class T> Vec<T> lstm_reciprocal(Vec<T> x) { return ::fused_lstm::lstm_reciprocal(x.v); }
 #endif
 
 template <class T> Vec<T> operator-(Vec<T> a) { return Vec<T>::zero() - a; }
@@ -168,12 +178,13 @@ inline Vec<float> lstm_exp(Vec<float> x) {
   p = fma(p, r, Vec<float>(1.6666665459e-1f));
   p = fma(p, r, Vec<float>(5.0000001201e-1f));
   p = fma(p, r * r, r + Vec<float>(1.0f));
-  return p * exp2_integral(n);
+  return times_exp2(p, n);
 }
 inline Vec<float> lstm_tanh(Vec<float> x) {
   const Vec<float> e = lstm_exp(x + x);
-  return Vec<float>(1.0f) - Vec<float>(2.0f) / (e + Vec<float>(1.0f));
+  return fma(Vec<float>(-2.0f), lstm_reciprocal(e + Vec<float>(1.0f)), Vec<float>(1.0f));
 }
+inline Vec<double> lstm_reciprocal(Vec<double> d) { return Vec<double>(1.0) / d; }
 // double: per lane through libm (std::exp is an external function, no ODR hazard).
 inline Vec<double> lstm_exp(Vec<double> x) {
   alignas(64) double lanes[Vec<double>::width];

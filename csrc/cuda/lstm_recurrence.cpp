@@ -29,6 +29,7 @@ int64_t lstm_forward_workspace_bytes(const LstmFwdParams& p) { return carve_forw
 int64_t lstm_backward_workspace_bytes(const LstmBwdParams& p) { return carve_backward_workspace(p, nullptr).bytes; }
 
 void lstm_forward(const LstmFwdParams& p) {
+  FUSED_LSTM_CHECK_ARG(!p.projects_input(), "the CUDA recurrence takes gates_x, not x (input_size must be 0)");
   dispatch(p, lstm_forward_workspace_bytes(p), launch_lstm_forward<DType::kFloat32>,
            launch_lstm_forward<DType::kFloat16>, launch_lstm_forward<DType::kBFloat16>);
 }

@@ -1,0 +1,145 @@
+"""The CPU recurrence with the input projection inside (params.h's input_size:
+x @ W_ih^T + b_ih + b_hh computed by each team member for its own units, a
+chunk of steps ahead) against the reference fed with that projection:
+float64 to 1e-10, float32 to 5e-5, dense and packed, with and without bias
+and projection, sequences long enough to cross chunks; bit-identical across
+runs and thread counts; and the argument checks of _ops.run_projected_forward."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fused_lstm import _C, _ops, _params, reference
+from test_cpu_recurrence import ISAS, TOLERANCE, assert_close, cpu_isa, make_problem, poisoned, torch_threads
+
+
+def make_projected_problem(T, N, I, H, P, dtype, packed, bias, seed):
+    pr = make_problem(T, N, H, P, dtype, packed, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x_shape = (pr["rows"], I) if packed else (T, N, I)
+    pr["x"] = torch.rand(x_shape, generator=g, dtype=dtype) * 2 - 1
+    pr["w_ih"] = (torch.rand(4 * H, I, generator=g, dtype=dtype) * 2 - 1) / I ** 0.5
+    pr["b_ih"] = torch.rand(4 * H, generator=g, dtype=dtype) - 0.5 if bias else None
+    pr["b_hh"] = torch.rand(4 * H, generator=g, dtype=dtype) - 0.5 if bias else None
+    gates_x = pr["x"] @ pr["w_ih"].t()
+    pr["gates_x"] = gates_x + pr["b_ih"] + pr["b_hh"] if bias else gates_x
+    return pr
+
+
+def run_projected(pr, num_threads=None):
+    def configure(params):
+        params.num_threads = torch.get_num_threads() if num_threads is None else num_threads
+
+    y, h_n, c_n = _params.run_forward(
+        _C, _C.lstm_forward_cpu, pr["x"], pr["w_hh"], pr["w_hr"], pr["h0"], pr["c0"], pr["batch_sizes"], None,
+        alloc=poisoned, configure=configure, projection=(pr["w_ih"], pr["b_ih"], pr["b_hh"]))
+    return dict(y=y.reshape(pr["rows"], -1), h_n=h_n, c_n=c_n)
+
+
+SHAPES = [  # T, N, I, H, P: odd sizes, one and many blocks, chunks of several steps
+    (1, 1, 1, 1, 0), (5, 3, 7, 9, 0), (7, 4, 33, 33, 0), (6, 5, 20, 33, 7), (3, 70, 10, 35, 0),
+    (300, 1, 8, 20, 0), (90, 3, 16, 130, 0), (40, 9, 50, 96, 40),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+def test_matches_reference(shape, bias, packed, dtype, isa):
+    T, N, I, H, P = shape
+    seed = torch.randint(0, 2 ** 31, ()).item()
+    pr = make_projected_problem(T, N, I, H, P, dtype, packed, bias, seed)
+    ref_y, ref_h, ref_c = reference.recurrence_forward(pr["gates_x"], pr["w_hh"], pr["w_hr"], pr["h0"], pr["c0"],
+                                                       pr["batch_sizes"])[:3]
+    with cpu_isa(isa):
+        out = run_projected(pr)
+    tol = TOLERANCE[dtype]
+    assert_close(out["y"], ref_y, tol, "y")
+    assert_close(out["h_n"], ref_h, tol, "h_n")
+    assert_close(out["c_n"], ref_c, tol, "c_n")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)],
+                         ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
+    T, N, I, H, P = shape
+    pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=11 + H)
+    results = []
+    with cpu_isa(isa):
+        for threads in (1, 2, 2, 1, 3):
+            with torch_threads(threads):
+                results.append(run_projected(pr, num_threads=threads))
+    for other in results[1:]:
+        for key, value in results[0].items():
+            assert torch.equal(value, other[key]), f"{key} differs between runs / thread counts"
+
+
+def _args(T=4, N=3, I=5, H=6, dtype=torch.float32):
+    return dict(x=torch.randn(T, N, I, dtype=dtype), w_ih=torch.randn(4 * H, I, dtype=dtype),
+                b_ih=torch.randn(4 * H, dtype=dtype), b_hh=torch.randn(4 * H, dtype=dtype),
+                w_hh=torch.randn(4 * H, H, dtype=dtype), w_hr=None, h0=torch.zeros(N, H, dtype=dtype),
+                c0=torch.zeros(N, H, dtype=dtype), batch_sizes=None)
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(w_ih=torch.randn(24, 4)), ValueError, "x must have shape"),
+    (dict(w_ih=torch.randn(20, 5)), ValueError, "w_ih must have shape"),
+    (dict(w_ih=torch.randn(24, 5, dtype=torch.float64)), TypeError, "w_ih has dtype"),
+    (dict(b_ih=torch.randn(20)), ValueError, "b_ih must have shape"),
+    (dict(b_hh=torch.randn(4, 6)), ValueError, "b_hh must be 1-D"),
+    (dict(b_hh=None), ValueError, "b_ih and b_hh"),
+    (dict(x=torch.randn(4, 3, 5).long()), TypeError, "x must be float32"),
+])
+def test_projected_forward_rejects_bad_arguments(change, error, message):
+    args = {**_args(), **change}
+    with pytest.raises(error, match=message):
+        _ops.run_projected_forward(**args)
+
+
+def test_core_rejects_gates_x_with_x():
+    args = _args()
+    captured = []
+    outputs = _params.run_forward(_C, captured.append, args["x"], args["w_hh"], None, args["h0"], args["c0"], None,
+                                  None, projection=(args["w_ih"], args["b_ih"], args["b_hh"]))
+    params = captured[0]
+    params.gates_x = args["x"].data_ptr()
+    with pytest.raises(ValueError, match="gates_x or x"):
+        _C.lstm_forward_cpu(params)
+    del outputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("config", [
+    dict(), dict(bias=False), dict(num_layers=2, bidirectional=True), dict(proj_size=3, batch_first=True),
+    dict(num_layers=3, bidirectional=True, proj_size=4, bias=False, batch_first=True),
+], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_module_inference_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
+    from fused_lstm import FusedLSTM, _backend
+
+    calls = []
+    original = _backend.projected_forward
+    monkeypatch.setattr(_ops._backend, "projected_forward", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
+    reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config).eval()
+    fused = FusedLSTM.from_torch(reference_lstm)
+    batch_first = config.get("batch_first", False)
+    if packed:
+        x = torch.nn.utils.rnn.pack_sequence([torch.randn(n, 6, dtype=dtype) for n in (9, 4, 7)],
+                                             enforce_sorted=False)
+    else:
+        x = torch.randn((5, 17, 6) if batch_first else (17, 5, 6), dtype=dtype)
+    with torch.inference_mode():
+        expected, (h_expected, c_expected) = reference_lstm(x)
+        got, (h_got, c_got) = fused(x)
+    assert calls, "inference did not take the projected path"
+    tol = TOLERANCE[dtype]
+    if packed:
+        expected, got = expected.data, got.data
+    for a, b in ((got, expected), (h_got, h_expected), (c_got, c_expected)):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= tol
