@@ -66,15 +66,16 @@ template <class T>
 void pack_gate_panel(const T* w, int64_t H, int64_t depth, int64_t b, T* panel) {
   constexpr int64_t W = Vec<T>::width;
   const int64_t lanes = H - b * W < W ? H - b * W : W;
-  // Tiles of 16 k: a cache line of each of the 4*W source rows, and 16*4*W
-  // panel values, both in L1 while transposed.
-  for (int64_t k0 = 0; k0 < depth; k0 += 16) {
-    const int64_t k1 = k0 + 16 < depth ? k0 + 16 : depth;
-    for (int g = 0; g < 4; ++g)
-      for (int64_t lane = 0; lane < W; ++lane) {
-        const T* row = w + (g * H + b * W + lane) * depth;
-        for (int64_t k = k0; k < k1; ++k) panel[(k * 4 + g) * W + lane] = lane < lanes ? row[k] : T(0);
-      }
+  // W x W tiles (k by lane) of each gate, transposed in registers where the
+  // ISA can; the ragged edges (last block past H, depth % W) element-wise.
+  for (int g = 0; g < 4; ++g) {
+    const T* rows = w + (g * H + b * W) * depth;
+    int64_t k0 = 0;
+    if (lanes == W)
+      for (; k0 + W <= depth; k0 += W) transpose_tile(rows + k0, depth, panel + (k0 * 4 + g) * W, 4 * W);
+    for (int64_t k = k0; k < depth; ++k)
+      for (int64_t lane = 0; lane < W; ++lane)
+        panel[(k * 4 + g) * W + lane] = lane < lanes ? rows[lane * depth + k] : T(0);
   }
 }
 

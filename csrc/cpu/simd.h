@@ -200,6 +200,52 @@ inline Vec<double> lstm_tanh(Vec<double> x) {
 }
 #endif
 
+// One width x width tile transposed: dst[k * dst_stride + lane] =
+// src[lane * src_stride + k] (weight packing). Generic: element by element.
+template <class T> void transpose_tile(const T* src, int64_t src_stride, T* dst, int64_t dst_stride) {
+  constexpr int W = Vec<T>::width;
+  for (int lane = 0; lane < W; ++lane)
+    for (int k = 0; k < W; ++k) dst[k * dst_stride + lane] = src[lane * src_stride + k];
+}
+#if defined(__AVX512F__)
+// float on AVX-512: 16 rows in registers, 32-bit, 64-bit and two 128-bit
+// interleaving stages (each row read as one cache line, each column written
+// as one vector).
+inline void transpose_tile(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  auto lo64 = [](__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+  };
+  auto hi64 = [](__m512 a, __m512 b) {
+    return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+  };
+  // r[4q + j]: rows 4q..4q+3 of columns j, 4+j, 8+j, 12+j (one per 128-bit lane).
+  for (int q = 0; q < 4; ++q) {
+    r[4 * q] = lo64(t[4 * q], t[4 * q + 2]);
+    r[4 * q + 1] = hi64(t[4 * q], t[4 * q + 2]);
+    r[4 * q + 2] = lo64(t[4 * q + 1], t[4 * q + 3]);
+    r[4 * q + 3] = hi64(t[4 * q + 1], t[4 * q + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+  }
+  for (int j = 0; j < 4; ++j) {  // column c = all 16 rows of src's column c
+    _mm512_storeu_ps(dst + j * dst_stride, _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * dst_stride, _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd));
+    _mm512_storeu_ps(dst + (4 + j) * dst_stride, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88));
+    _mm512_storeu_ps(dst + (12 + j) * dst_stride, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd));
+  }
+}
+#endif
+
 // Loads count (<= width) elements, zero-filling the rest; stores count.
 template <class T> Vec<T> load_partial(const T* p, int64_t count) {
   if (count >= Vec<T>::width) return Vec<T>::load(p);
