@@ -72,14 +72,17 @@ class Workspace {
 };
 Workspace workspace;
 
-// Contention back-off: when the members of two runs in a row spent most of
-// them waiting for each other (another process holds the cores, so they took
-// turns), run on the calling thread alone for a while, then try again.
+// Contention back-off: when the members of two team runs in a row spent most
+// of them waiting for each other (another process holds the cores, so they
+// took turns), run on the calling thread alone for a while, then try again;
+// each retry that finds the cores still taken doubles the solo period.
 // Results are bit-identical whatever the team size.
 constexpr double kContendedWaitFraction = 0.6;
-constexpr auto kSoloAfterContention = std::chrono::milliseconds(100);
+constexpr auto kMinSoloPeriod = std::chrono::milliseconds(100);
+constexpr auto kMaxSoloPeriod = std::chrono::milliseconds(3200);
 std::chrono::steady_clock::time_point solo_until{};
-int contended_runs = 0;  // consecutive
+std::chrono::milliseconds solo_period = kMinSoloPeriod;
+int contended_runs = 0;  // consecutive team runs
 
 int team_size(int requested, int64_t step_work, int64_t unit_blocks) {
   if (min_step_work_per_member > 0 && std::chrono::steady_clock::now() < solo_until) return 1;
@@ -102,9 +105,13 @@ void run_member(void* context, int member) {
 void run_job(const RecurrencePlan& plan, MemberFn fn) {
   Job job{plan, fn};
   const ThreadTeam::RunStats stats = plan.team->run(plan.members, run_member, &job);
-  contended_runs = stats.wait_fraction > kContendedWaitFraction ? contended_runs + 1 : 0;
-  if (contended_runs >= 2) {
-    solo_until = std::chrono::steady_clock::now() + kSoloAfterContention;
+  if (plan.members == 1) return;  // a solo run says nothing about contention
+  if (stats.wait_fraction <= kContendedWaitFraction) {
+    contended_runs = 0;
+    solo_period = kMinSoloPeriod;
+  } else if (++contended_runs >= 2) {
+    solo_until = std::chrono::steady_clock::now() + solo_period;
+    solo_period = std::min(2 * solo_period, kMaxSoloPeriod);
     contended_runs = 0;
   }
 }
