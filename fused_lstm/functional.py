@@ -2,7 +2,8 @@
 
 Layers, directions and inter-layer dropout are orchestrated here around the
 recurrence op (fused_lstm._ops); the input projection x @ W_ih^T + b is one
-framework GEMM per layer and direction, differentiated by autograd.
+framework GEMM per layer and direction, differentiated by autograd, except in
+eager CPU inference, where the recurrence projects x itself.
 
 Sequence layout: time-major, [T, N, features], or packed rows [rows, features]
 with ``batch_sizes`` [T] (a PackedSequence's data and batch_sizes).

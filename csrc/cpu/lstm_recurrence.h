@@ -1,6 +1,8 @@
 // CPU recurrence of one LSTM layer and direction (float32 and float64), the
 // sequential part of DESIGN.md's data flow. The caller has done the input GEMM
-// (gates_x) and does the weight-gradient GEMMs. Layouts: see params.h.
+// (gates_x), or, with p.input_size > 0, the forward does it itself, each member
+// for its own units a chunk of steps ahead; the caller does the weight-gradient
+// GEMMs. Layouts: see params.h.
 //
 // A persistent thread team (p.num_threads members, torch.get_num_threads()
 // from Python; fewer when a step is too small to share) runs the whole
