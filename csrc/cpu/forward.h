@@ -118,8 +118,9 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
       pack_gate_panel(static_cast<const T*>(p.w_ih), H, I, b, ih_panel(b));
       const T* b_ih = static_cast<const T*>(p.b_ih);
       const T* b_hh = static_cast<const T*>(p.b_hh);
+      const int64_t lanes = H - b * W;
       for (int g = 0; g < 4; ++g) {
-        const V bias = b_ih ? load_partial(b_ih + g * H + b * W, H - b * W) + load_partial(b_hh + g * H + b * W, H - b * W)
+        const V bias = b_ih ? load_partial(b_ih + g * H + b * W, lanes) + load_partial(b_hh + g * H + b * W, lanes)
                             : V::zero();
         bias.store(bias_panels + (b * 4 + g) * W);
       }
