@@ -7,7 +7,7 @@
 //   barrier (every member needs all of grad_gates[row])
 //   dh carried to t-1 = grad_gates[row] @ W_hh (own blocks of H_out columns)
 // Rows that end before the last step start carrying at the step they end,
-// from grad_h_n / grad_c_n, as the forward left their state there.
+// from grad_h_n / grad_c_n (null: zero), as the forward left their state there.
 #pragma once
 #include "forward.h"
 
@@ -27,6 +27,8 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   const T* saved_gates = static_cast<const T*>(p.saved_gates);
   const T* saved_c = static_cast<const T*>(p.saved_c);
   const T* grad_y = static_cast<const T*>(p.grad_y);
+  const T* grad_h_n = static_cast<const T*>(p.grad_h_n);  // nullptr = zero
+  const T* grad_c_n = static_cast<const T*>(p.grad_c_n);
   T* grad_gates = static_cast<T*>(p.grad_gates);
   T* grad_h_out = static_cast<T*>(p.grad_h_out);
   T* w_hh_panels = static_cast<T*>(plan.w_hh_panels);
@@ -44,7 +46,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t count = O - q * W;
     for (int64_t r = 0; r < 4 * H; ++r) load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
     for (int64_t n = 0; n < N; ++n)
-      load_partial(static_cast<const T*>(p.grad_h_n) + n * O + q * W, count).store(dh_state + (q * N + n) * W);
+      (grad_h_n ? load_partial(grad_h_n + n * O + q * W, count) : V::zero()).store(dh_state + (q * N + n) * W);
   }
   // W_hr columns of this member's unit blocks: panel b is [P][W], zero past H.
   auto hr_panel = [&](int64_t b) { return w_hr_panels + b * P * W; };
@@ -52,13 +54,28 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t count = H - b * W;
     for (int64_t q = 0; q < P; ++q) load_partial(w_hr + q * H + b * W, count).store(hr_panel(b) + q * W);
     for (int64_t n = 0; n < N; ++n)
-      load_partial(static_cast<const T*>(p.grad_c_n) + n * H + b * W, count).store(dc_state + (b * N + n) * W);
+      (grad_c_n ? load_partial(grad_c_n + n * H + b * W, count) : V::zero()).store(dc_state + (b * N + n) * W);
   }
 
+  // What the gate backward of (row, unit block b) reads and writes lives in
+  // buffers of the whole sequence (megabytes: L3 or memory, walked backwards
+  // in time). Prefetched one step ahead, it arrives while the dh product runs.
+  auto prefetch_gate_rows = [&](int64_t row, int64_t prev_row, int64_t b) {
+    const int64_t j0 = b * W;
+    for (int g = 0; g < 4; ++g) {
+      __builtin_prefetch(saved_gates + row * 4 * H + g * H + j0, 0, 3);
+      __builtin_prefetch(grad_gates + row * 4 * H + g * H + j0, 1, 3);
+    }
+    __builtin_prefetch(saved_c + row * H + j0, 0, 3);
+    if (prev_row >= 0) __builtin_prefetch(saved_c + prev_row * H + j0, 0, 3);
+    if (P == 0) __builtin_prefetch(grad_y + row * O + j0, 0, 3);
+  };
+
   // Gate backward of unit block b, row n, given dL/dh_cell.
-  int64_t row0 = 0, prev_row0 = 0, t = 0;
+  int64_t row0 = 0, prev_row0 = 0, prev2_row0 = -1, t = 0;
   auto gate_backward = [&](int64_t n, int64_t b, V dh) {
     const int64_t row = row0 + n, j0 = b * W, count = H - j0;
+    if (t > 0) prefetch_gate_rows(prev_row0 + n, t > 1 ? prev2_row0 + n : -1, b);
     const T* sg = saved_gates + row * 4 * H + j0;
     const LstmGates<V> gates{load_partial(sg, count), load_partial(sg + H, count),
                              load_partial(sg + 2 * H, count), load_partial(sg + 3 * H, count)};
@@ -81,6 +98,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t rows = rows_at(s, t);
     row0 = row_end - rows;
     prev_row0 = t > 0 ? row0 - rows_at(s, t - 1) : 0;
+    prev2_row0 = t > 1 ? prev_row0 - rows_at(s, t - 2) : -1;
     if (P == 0) {
       // Out blocks are the unit blocks: dh carried is this member's own.
       for (int64_t b = units.begin; b < units.end; ++b)
