@@ -117,14 +117,15 @@ def _recurrence_backward_fake(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, gra
 
 def _grad_w_hh(grad_gates: Tensor, y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:
     """sum over rows of grad_gates[row]^T h_{t-1}[row]: [4H, H_out]. The first
-    step's rows read h0, the others rows of y: one small GEMM plus one over the
-    rest of the sequence, accumulated into it (no copy of y into an h_{t-1} buffer)."""
+    step's rows read h0, the others rows of y: one GEMM over the rest of the
+    sequence, then the first step's small one accumulated in place (no copy of
+    y into an h_{t-1} buffer, none of the result)."""
     flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
     batch = h0.shape[0]
-    grad = flat_grad_gates[:batch].t() @ h0
     if flat_grad_gates.shape[0] == batch:
-        return grad
-    return torch.addmm(grad, flat_grad_gates[batch:].t(), _previous_y_rows(y, batch, batch_sizes))
+        return flat_grad_gates.t() @ h0
+    grad = flat_grad_gates[batch:].t() @ _previous_y_rows(y, batch, batch_sizes)
+    return grad.addmm_(flat_grad_gates[:batch].t(), h0)
 
 
 def _previous_y_rows(y: Tensor, batch: int, batch_sizes: Optional[Tensor]) -> Tensor:
