@@ -57,25 +57,10 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
       (grad_c_n ? load_partial(grad_c_n + n * H + b * W, count) : V::zero()).store(dc_state + (b * N + n) * W);
   }
 
-  // What the gate backward of (row, unit block b) reads and writes lives in
-  // buffers of the whole sequence (megabytes: L3 or memory, walked backwards
-  // in time). Prefetched one step ahead, it arrives while the dh product runs.
-  auto prefetch_gate_rows = [&](int64_t row, int64_t prev_row, int64_t b) {
-    const int64_t j0 = b * W;
-    for (int g = 0; g < 4; ++g) {
-      __builtin_prefetch(saved_gates + row * 4 * H + g * H + j0, 0, 3);
-      __builtin_prefetch(grad_gates + row * 4 * H + g * H + j0, 1, 3);
-    }
-    __builtin_prefetch(saved_c + row * H + j0, 0, 3);
-    if (prev_row >= 0) __builtin_prefetch(saved_c + prev_row * H + j0, 0, 3);
-    if (P == 0) __builtin_prefetch(grad_y + row * O + j0, 0, 3);
-  };
-
   // Gate backward of unit block b, row n, given dL/dh_cell.
-  int64_t row0 = 0, prev_row0 = 0, prev2_row0 = -1, t = 0;
+  int64_t row0 = 0, prev_row0 = 0, t = 0;
   auto gate_backward = [&](int64_t n, int64_t b, V dh) {
     const int64_t row = row0 + n, j0 = b * W, count = H - j0;
-    if (t > 0) prefetch_gate_rows(prev_row0 + n, t > 1 ? prev2_row0 + n : -1, b);
     const T* sg = saved_gates + row * 4 * H + j0;
     const LstmGates<V> gates{load_partial(sg, count), load_partial(sg + H, count),
                              load_partial(sg + 2 * H, count), load_partial(sg + 3 * H, count)};
@@ -98,7 +83,6 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t rows = rows_at(s, t);
     row0 = row_end - rows;
     prev_row0 = t > 0 ? row0 - rows_at(s, t - 1) : 0;
-    prev2_row0 = t > 1 ? prev_row0 - rows_at(s, t - 2) : -1;
     if (P == 0) {
       // Out blocks are the unit blocks: dh carried is this member's own.
       for (int64_t b = units.begin; b < units.end; ++b)
