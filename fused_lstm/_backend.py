@@ -124,8 +124,13 @@ def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
 
 
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
-    args = (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
+    """grad_h_n / grad_c_n may be None (zero): the CPU recurrence and the
+    reference take that as it is; the CUDA kernels get zero tensors."""
     module = _kernel_module(choose(grad_y.device, grad_y.dtype))
+    if module is not None:
+        grad_h_n = grad_y.new_zeros(c0.shape[0], grad_y.shape[-1]) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0, dtype=grad_y.dtype) if grad_c_n is None else grad_c_n
+    args = (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     if module is not None:
         from . import _cuda_backend
         return _cuda_backend.backward(*args, module=module)

@@ -130,10 +130,10 @@ def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
 
 @torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
 def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
-                        saved_h: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+                        saved_h: Tensor, grad_y: Tensor, grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
                         batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns grad_gates (layout of gates_x), grad_h_out (grad_y's shape; empty
-    without projection), grad_h0, grad_c0."""
+    without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero."""
     contiguous = [t.contiguous() if t is not None else None
                   for t in (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)]
     return _backend.recurrence_backward(*contiguous)
@@ -142,21 +142,33 @@ def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_
 @recurrence_backward.register_fake
 def _recurrence_backward_fake(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n,
                               batch_sizes):
-    return _params.backward_outputs(w_hr, c0, grad_y, grad_h_n, grad_c_n, alloc=_empty)
+    return _params.backward_outputs(w_hr, c0, grad_y, alloc=_empty)
 
 
-def _previous_h(y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:
-    """h_{t-1} for every row of the sequence layout, flattened to [rows, H_out]."""
+def _grad_w_hh(grad_gates: Tensor, y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:
+    """sum over rows of grad_gates[row]^T h_{t-1}[row]: [4H, H_out]. The first
+    step's rows read h0, the others rows of y: one GEMM over the rest of the
+    sequence, then the first step's small one accumulated in place (no copy of
+    y into an h_{t-1} buffer, none of the result)."""
+    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
+    batch = h0.shape[0]
+    if flat_grad_gates.shape[0] == batch:
+        return flat_grad_gates.t() @ h0
+    grad = flat_grad_gates[batch:].t() @ _previous_y_rows(y, batch, batch_sizes)
+    return grad.addmm_(flat_grad_gates[:batch].t(), h0)
+
+
+def _previous_y_rows(y: Tensor, batch: int, batch_sizes: Optional[Tensor]) -> Tensor:
+    """h_{t-1} (a row of y) for every row of steps t >= 1, flattened to [rows - batch, H_out]."""
     if batch_sizes is None:
-        return torch.cat([h0.unsqueeze(0), y[:-1]]).reshape(-1, h0.shape[1])
+        return y[:-1].reshape(-1, y.shape[-1])
     # Packed: row n of step t > 0 reads row n of step t-1.
     # Sizes come from shapes, not from batch_sizes' values, so this traces under torch.compile.
-    rows, batch = y.shape[0], h0.shape[0]
+    rows = y.shape[0]
     offsets = torch.cumsum(batch_sizes, 0) - batch_sizes
     step_of_row = torch.repeat_interleave(torch.arange(batch_sizes.shape[0]), batch_sizes, output_size=rows)[batch:]
     index_in_step = torch.arange(batch, rows) - offsets[step_of_row]
-    previous_rows = (offsets[step_of_row - 1] + index_in_step).to(y.device)
-    return torch.cat([h0, y[previous_rows]])
+    return y[(offsets[step_of_row - 1] + index_in_step).to(y.device)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -164,6 +176,9 @@ def _setup_context(ctx, inputs, output):
     y, _, _, saved_gates, saved_c, saved_h = output
     ctx.training = training
     ctx.has_projection = w_hr is not None
+    # Unused outputs (h_n, c_n, the saved buffers) get no gradient: None, not
+    # zero tensors the engine would allocate and fill on every backward.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
 
 
@@ -172,14 +187,11 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
         raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
                            "call it with training=True to differentiate it")
     w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = ctx.saved_tensors
-    grad_y = torch.zeros_like(y) if grad_y is None else grad_y
-    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
     grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
-    # Weight gradients: one framework GEMM each over all steps.
-    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
-    grad_w_hh = flat_grad_gates.t() @ _previous_h(y, h0, batch_sizes)
+    # Weight gradients: framework GEMMs over all steps.
+    grad_w_hh = _grad_w_hh(grad_gates, y, h0, batch_sizes)
     grad_w_hr = None
     if ctx.has_projection:
         grad_w_hr = grad_h_out.reshape(-1, grad_h_out.shape[-1]).t() @ saved_h.to(grad_h_out.dtype)

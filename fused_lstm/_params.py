@@ -73,14 +73,14 @@ def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Ten
                       saved(hidden, training and w_hr is not None))
 
 
-def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
+def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor,
                      alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
     """The backward recurrence's outputs, unfilled: grad_gates, grad_h_out (empty
-    without projection), grad_h0, grad_c0. Also the op's fake kernel."""
+    without projection), grad_h0 [N, H_out], grad_c0 [N, H]. Also the op's fake kernel."""
     device, dtype = grad_y.device, grad_y.dtype
     return (alloc((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype, device),
             alloc(grad_y.shape if w_hr is not None else (0,), dtype, device),
-            alloc(grad_h_n.shape, dtype, device), alloc(grad_c_n.shape, dtype, device))
+            alloc((c0.shape[0], grad_y.shape[-1]), dtype, device), alloc(c0.shape, dtype, device))
 
 
 def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
@@ -118,17 +118,18 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
 
 
 def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,
-                 saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
-                 batch_sizes: Optional[Tensor], alloc: Allocator = new_buffer,
+                 saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Optional[Tensor],
+                 grad_c_n: Optional[Tensor], batch_sizes: Optional[Tensor], alloc: Allocator = new_buffer,
                  configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
     """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
-    shape; empty without projection), grad_h0, grad_c0."""
+    shape; empty without projection), grad_h0, grad_c0. grad_h_n / grad_c_n
+    None (a null pointer: zero) only for a launch that accepts it (the CPU's)."""
     hidden = c0.shape[1]
     proj_size = 0 if w_hr is None else w_hr.shape[0]
-    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, grad_h_n, grad_c_n, alloc)
+    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, alloc)
 
     p = module.LstmBwdParams()
-    p.sizes = _sizes(module, grad_y, grad_h_n.shape[0], hidden, proj_size, batch_sizes)
+    p.sizes = _sizes(module, grad_y, c0.shape[0], hidden, proj_size, batch_sizes)
     p.dtype = getattr(module.DType, _DTYPE_NAMES[grad_y.dtype])
     p.w_hh, p.w_hr, p.c0 = map(pointer, (w_hh, w_hr, c0))
     p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))

@@ -120,18 +120,19 @@ def recurrence_backward_from_saved(w_hh, w_hr, c0, saved_gates, saved_c, saved_h
     formulas of csrc/common/lstm_math.h in tensor form: the exact inputs and
     outputs of the compiled backward (see recurrence_forward for layouts).
 
-    saved_*: as returned by recurrence_forward (accumulation dtype).
+    saved_*: as returned by recurrence_forward (accumulation dtype);
+    grad_h_n / grad_c_n may be None, meaning zero.
     Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (layout and
     shape of grad_y, or an empty tensor without projection), grad_h0, grad_c0. Checked against
     the autograd-derived recurrence_backward in the tests.
     """
     hidden = c0.shape[1]
-    steps = _step_rows(grad_y.shape[0] if batch_sizes is None else len(batch_sizes),
-                                 grad_h_n.shape[0], batch_sizes)
+    steps = _step_rows(grad_y.shape[0] if batch_sizes is None else len(batch_sizes), c0.shape[0], batch_sizes)
     acc = saved_c.dtype
     flat_grad_y = grad_y.reshape(-1, grad_y.shape[-1]).to(acc)
     w_hh_acc, w_hr_acc = w_hh.to(acc), (w_hr.to(acc) if w_hr is not None else None)
-    dh, dc = grad_h_n.to(acc).clone(), grad_c_n.to(acc).clone()
+    dh = grad_h_n.to(acc).clone() if grad_h_n is not None else c0.new_zeros(c0.shape[0], grad_y.shape[-1], dtype=acc)
+    dc = grad_c_n.to(acc).clone() if grad_c_n is not None else torch.zeros_like(c0, dtype=acc)
     grad_gates = torch.empty(flat_grad_y.shape[0], 4 * hidden, dtype=acc, device=grad_y.device)
     grad_h_out = torch.empty_like(flat_grad_y) if w_hr is not None else None
     for t in range(len(steps) - 1, -1, -1):

@@ -284,6 +284,28 @@ def test_fused_lstm_through_the_cuda_kernels_on_simt(config, packed, path, monke
     assert_all_close(_run(fused, x, None), _run(reference, x, None), 5e-5, "simt kernels")
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference", pytest.param("simt", marks=pytest.mark.simt)])
+@pytest.mark.parametrize("through", ["output", "h_n", "c_n"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_backward_through_one_output(backend, through, packed, monkeypatch):
+    """A loss of one output only: the others' gradients reach the recurrence as None."""
+    if backend == "simt":
+        pytest.importorskip("fused_lstm._simt")
+    monkeypatch.setenv("FUSED_LSTM_BACKEND", backend)
+    dtype = torch.float32 if backend == "simt" else torch.float64
+    reference = nn.LSTM(4, 6, num_layers=2, dtype=dtype)
+    fused = FusedLSTM.from_torch(reference)
+    x = torch.randn(5, 3, 4, dtype=dtype, requires_grad=True)
+    grads = []
+    for module in (fused, reference):
+        inputs = pack_padded_sequence(x, torch.tensor([5, 2, 4]), enforce_sorted=False) if packed else x
+        out, (h, c) = module(inputs)
+        chosen = {"output": out.data if packed else out, "h_n": h, "c_n": c}[through]
+        weights = torch.linspace(-1, 1, chosen.numel(), dtype=dtype).reshape(chosen.shape)
+        grads.append(torch.autograd.grad((chosen * weights).sum(), [x, *module.parameters()]))
+    assert_all_close(grads[0], grads[1], 5e-5 if dtype == torch.float32 else 1e-10, f"through {through}")
+
+
 def test_concurrent_calls_from_python_threads():
     """The compiled core releases the GIL and serialises its thread team: calls from
     several Python threads at once give the single-threaded answer, forward and backward."""

@@ -82,6 +82,23 @@ def test_backward_matches_reference(backend, dtype, shape, packed):
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape,packed", [((4, 2, 7, 0), False), ((6, 4, 33, 8), True), ((5, 3, 7, 3), False)])
+def test_backward_state_grads_none_mean_zero(backend, dtype, shape, packed):
+    """grad_h_n / grad_c_n None (autograd's unused h_n, c_n) give exactly the zero-tensor answer."""
+    args = _inputs(*shape, dtype, packed)
+    y, h_n, c_n, saved_gates, saved_c, saved_h = _ops.recurrence_forward(**args, training=True)
+    common = (args["w_hh"], args["w_hr"], args["c0"], saved_gates, saved_c, saved_h, torch.randn_like(y))
+    for grad_h_n, grad_c_n in ((None, None), (torch.randn_like(h_n), None), (None, torch.randn_like(c_n))):
+        zeros = (torch.zeros_like(h_n) if grad_h_n is None else grad_h_n,
+                 torch.zeros_like(c_n) if grad_c_n is None else grad_c_n)
+        expected = _ops.recurrence_backward(*common, *zeros, args["batch_sizes"])
+        actual = _ops.recurrence_backward(*common, grad_h_n, grad_c_n, args["batch_sizes"])
+        for a, e in zip(actual, expected):
+            assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize("proj_size,packed", [(0, False), (2, False), (0, True), (2, True)])
 def test_gradcheck_layer(backend, proj_size, packed):
     """float64 gradcheck through a whole layer: input, h0, c0 and every weight and bias."""

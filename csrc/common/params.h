@@ -86,8 +86,8 @@ struct LstmBwdParams {
   const void* saved_c = nullptr;
   const void* saved_h = nullptr;      // only if P > 0
   const void* grad_y = nullptr;       // [rows, H_out]
-  const void* grad_h_n = nullptr;     // [N, H_out]
-  const void* grad_c_n = nullptr;     // [N, H]
+  const void* grad_h_n = nullptr;     // [N, H_out]; nullptr = zero (CPU only)
+  const void* grad_c_n = nullptr;     // [N, H]; nullptr = zero (CPU only)
   void* grad_gates = nullptr;         // [rows, 4H] dL/d(pre-activation gates)
   void* grad_h_out = nullptr;         // [rows, P] total dL/dh_out_t; only if P > 0
   void* grad_h0 = nullptr;            // [N, H_out]

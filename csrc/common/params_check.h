@@ -64,7 +64,7 @@ inline void check_params(const LstmBwdParams& p) {
   FUSED_LSTM_CHECK_ARG(proj == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
   FUSED_LSTM_CHECK_ARG(!rows || (p.saved_gates && p.saved_c && p.grad_y && p.grad_gates));
   FUSED_LSTM_CHECK_ARG(!rows || !proj || (p.saved_h && p.grad_h_out));
-  FUSED_LSTM_CHECK_ARG(!states || (p.c0 && p.grad_h_n && p.grad_c_n && p.grad_h0 && p.grad_c0));
+  FUSED_LSTM_CHECK_ARG(!states || (p.c0 && p.grad_h0 && p.grad_c0));  // grad_h_n, grad_c_n: nullptr = zero
 }
 
 }  // namespace fused_lstm

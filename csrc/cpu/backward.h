@@ -7,7 +7,7 @@
 //   barrier (every member needs all of grad_gates[row])
 //   dh carried to t-1 = grad_gates[row] @ W_hh (own blocks of H_out columns)
 // Rows that end before the last step start carrying at the step they end,
-// from grad_h_n / grad_c_n, as the forward left their state there.
+// from grad_h_n / grad_c_n (null: zero), as the forward left their state there.
 #pragma once
 #include "forward.h"
 
@@ -27,6 +27,8 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   const T* saved_gates = static_cast<const T*>(p.saved_gates);
   const T* saved_c = static_cast<const T*>(p.saved_c);
   const T* grad_y = static_cast<const T*>(p.grad_y);
+  const T* grad_h_n = static_cast<const T*>(p.grad_h_n);  // nullptr = zero
+  const T* grad_c_n = static_cast<const T*>(p.grad_c_n);
   T* grad_gates = static_cast<T*>(p.grad_gates);
   T* grad_h_out = static_cast<T*>(p.grad_h_out);
   T* w_hh_panels = static_cast<T*>(plan.w_hh_panels);
@@ -44,7 +46,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t count = O - q * W;
     for (int64_t r = 0; r < 4 * H; ++r) load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
     for (int64_t n = 0; n < N; ++n)
-      load_partial(static_cast<const T*>(p.grad_h_n) + n * O + q * W, count).store(dh_state + (q * N + n) * W);
+      (grad_h_n ? load_partial(grad_h_n + n * O + q * W, count) : V::zero()).store(dh_state + (q * N + n) * W);
   }
   // W_hr columns of this member's unit blocks: panel b is [P][W], zero past H.
   auto hr_panel = [&](int64_t b) { return w_hr_panels + b * P * W; };
@@ -52,7 +54,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const int64_t count = H - b * W;
     for (int64_t q = 0; q < P; ++q) load_partial(w_hr + q * H + b * W, count).store(hr_panel(b) + q * W);
     for (int64_t n = 0; n < N; ++n)
-      load_partial(static_cast<const T*>(p.grad_c_n) + n * H + b * W, count).store(dc_state + (b * N + n) * W);
+      (grad_c_n ? load_partial(grad_c_n + n * H + b * W, count) : V::zero()).store(dc_state + (b * N + n) * W);
   }
 
   // Gate backward of unit block b, row n, given dL/dh_cell.
