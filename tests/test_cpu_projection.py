@@ -39,6 +39,7 @@ def run_projected(pr, num_threads=None):
 SHAPES = [  # T, N, I, H, P: odd sizes, one and many blocks, chunks of several steps
     (1, 1, 1, 1, 0), (5, 3, 7, 9, 0), (7, 4, 33, 33, 0), (6, 5, 20, 33, 7), (3, 70, 10, 35, 0),
     (300, 1, 8, 20, 0), (90, 3, 16, 130, 0), (40, 9, 50, 96, 40),
+    (4, 8, 2100, 20, 0),  # x @ W_ih^T cut into depth chunks (panel_product.h)
 ]
 
 
