@@ -244,6 +244,29 @@ inline void transpose_tile(const float* src, int64_t src_stride, float* dst, int
     _mm512_storeu_ps(dst + (12 + j) * dst_stride, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd));
   }
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// float on AVX2: 8 rows in registers, 32-bit and 64-bit interleaving within
+// 128-bit lanes, then the lanes exchanged (measured at H=1024: packing both
+// weights took ~4 ms a call element by element, ~2.5x the AVX-512 path).
+inline void transpose_tile(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 4; ++i) {  // t[2i] = a0 b0 a1 b1 | a4 b4 a5 b5, t[2i+1] = a2 b2 a3 b3 | a6 b6 a7 b7
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4q + j]: rows 4q..4q+3 of columns j | 4+j.
+  for (int q = 0; q < 2; ++q) {
+    r[4 * q] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * q + 1] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {  // column c = all 8 rows of src's column c
+    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
+    _mm256_storeu_ps(dst + (4 + j) * dst_stride, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+  }
+}
 #endif
 
 // Loads count (<= width) elements, zero-filling the rest; stores count.
