@@ -138,8 +138,19 @@ class FusedLSTM(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
 
     def _layer_weights(self) -> List[Tuple[Optional[Tensor], ...]]:
-        """(w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction, None where absent."""
-        return [tuple(getattr(self, name) if name else None for name in names) for names in self._layer_weight_names]
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) per layer and direction, None where absent.
+        Registered parameters are read from _parameters directly (nn.Module's
+        __getattr__ costs ~0.7 us each); anything else (a parametrization, a
+        plain tensor put in a parameter's place) through getattr."""
+        parameters = self._parameters
+
+        def weight(name: Optional[str]) -> Optional[Tensor]:
+            if name is None:
+                return None
+            found = parameters.get(name)
+            return found if found is not None else getattr(self, name)
+
+        return [tuple(map(weight, names)) for names in self._layer_weight_names]
 
     def _expected_state_sizes(self, batch: int) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
         layers = self.num_layers * (2 if self.bidirectional else 1)

@@ -328,3 +328,31 @@ def test_concurrent_calls_from_python_threads():
     for thread in threads:
         thread.join()
     assert len(results) == 30 and all(results)
+
+
+class _Doubled(nn.Module):
+    def forward(self, weight):
+        return 2 * weight
+
+
+def test_parametrized_and_replaced_weights_are_used():
+    """Weights not in _parameters (a parametrization; a plain tensor in a
+    parameter's place) are still read through the module's attributes."""
+    torch.manual_seed(0)
+    fused = FusedLSTM(3, 5, dtype=torch.float64)
+    plain = FusedLSTM(3, 5, dtype=torch.float64)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    nn.utils.parametrize.register_parametrization(fused, "weight_hh_l0", _Doubled())
+    with torch.no_grad():
+        plain.weight_hh_l0.mul_(2)
+    flat = lambda result: (result[0], *result[1])  # noqa: E731
+    assert_all_close(flat(fused(x)), flat(plain(x)), 1e-12, "parametrized weight_hh")
+    fused(x)[0].sum().backward()
+    assert fused.parametrizations.weight_hh_l0.original.grad is not None
+
+    del plain.weight_ih_l0
+    plain.weight_ih_l0 = torch.zeros(20, 3, dtype=torch.float64)
+    reference = nn.LSTM(3, 5, dtype=torch.float64)
+    reference.load_state_dict({**plain.state_dict(), "weight_ih_l0": torch.zeros(20, 3, dtype=torch.float64)})
+    assert_all_close(flat(plain(x)), flat(reference(x)), 1e-12, "plain tensor as weight_ih")
