@@ -244,6 +244,26 @@ inline void transpose_tile(const float* src, int64_t src_stride, float* dst, int
     _mm512_storeu_ps(dst + (12 + j) * dst_stride, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd));
   }
 }
+// double on AVX-512: 8 rows in registers, 64-bit interleaving, then two
+// stages of 128-bit lane shuffles.
+inline void transpose_tile(const double* src, int64_t src_stride, double* dst, int64_t dst_stride) {
+  __m512d r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_pd(src + i * src_stride);
+  for (int i = 0; i < 4; ++i) {  // t[2i] = a0 b0 | a2 b2 | a4 b4 | a6 b6, t[2i+1]: the odd columns
+    t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4h + j]: rows 4h..4h+3 of columns j and j + 4, as two-row 128-bit lanes.
+  for (int h = 0; h < 2; ++h)
+    for (int odd = 0; odd < 2; ++odd) {
+      r[4 * h + odd] = _mm512_shuffle_f64x2(t[4 * h + odd], t[4 * h + 2 + odd], 0x88);
+      r[4 * h + 2 + odd] = _mm512_shuffle_f64x2(t[4 * h + odd], t[4 * h + 2 + odd], 0xdd);
+    }
+  for (int j = 0; j < 4; ++j) {  // column c = all 8 rows of src's column c
+    _mm512_storeu_pd(dst + j * dst_stride, _mm512_shuffle_f64x2(r[j], r[4 + j], 0x88));
+    _mm512_storeu_pd(dst + (j + 4) * dst_stride, _mm512_shuffle_f64x2(r[j], r[4 + j], 0xdd));
+  }
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 // float on AVX2: 8 rows in registers, 32-bit and 64-bit interleaving within
 // 128-bit lanes, then the lanes exchanged (measured at H=1024: packing both
@@ -265,6 +285,19 @@ inline void transpose_tile(const float* src, int64_t src_stride, float* dst, int
   for (int j = 0; j < 4; ++j) {  // column c = all 8 rows of src's column c
     _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[4 + j], 0x20));
     _mm256_storeu_ps(dst + (4 + j) * dst_stride, _mm256_permute2f128_ps(r[j], r[4 + j], 0x31));
+  }
+}
+// double on AVX2: 4 rows, 64-bit interleaving, then the 128-bit halves exchanged.
+inline void transpose_tile(const double* src, int64_t src_stride, double* dst, int64_t dst_stride) {
+  __m256d r[4], t[4];
+  for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * src_stride);
+  for (int i = 0; i < 2; ++i) {  // t[2i] = a0 b0 | a2 b2, t[2i+1] = a1 b1 | a3 b3
+    t[2 * i] = _mm256_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  }
+  for (int odd = 0; odd < 2; ++odd) {
+    _mm256_storeu_pd(dst + odd * dst_stride, _mm256_permute2f128_pd(t[odd], t[2 + odd], 0x20));
+    _mm256_storeu_pd(dst + (2 + odd) * dst_stride, _mm256_permute2f128_pd(t[odd], t[2 + odd], 0x31));
   }
 }
 #endif
