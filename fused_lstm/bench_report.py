@@ -2,8 +2,8 @@
 runners, its table and its plot.
 
 ``python -m fused_lstm bench`` times every case here (runners of one shape and
-mode interleaved, repetition by repetition, so that a busy machine slows all
-of them alike), prints the table and writes ``<out>/speedup.png`` and
+mode interleaved, repetition by repetition and in a shuffled order, so that a
+busy machine and cache-evicting neighbours slow all of them alike), prints the table and writes ``<out>/speedup.png`` and
 ``<out>/results.json``. ``pytest bench/ --benchmark-json=FILE`` times the same
 cases with pytest-benchmark; ``python -m fused_lstm bench --from-json FILE``
 turns that file into the same table and plot.
@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -205,7 +206,10 @@ class Result:
 def time_cases(shape: Shape, mode: str, runners, device: str, budget_s: float, max_repeats: int,
                min_repeats: int = 5) -> List[Result]:
     """Times the runners of one shape and mode, interleaved: each repetition
-    runs every runner once, so load from other processes hits all alike."""
+    runs every runner once, so load from other processes hits all alike. The
+    order is shuffled every repetition (fixed seed), so each runner follows
+    each other about equally often: a call right after a heavy runner finds
+    its code and data evicted from the caches."""
     cases = {}
     for runner in runners:
         try:
@@ -222,8 +226,11 @@ def time_cases(shape: Shape, mode: str, runners, device: str, budget_s: float, m
     total = sum(per_call.values()) or 1e-9
     repeats = int(max(min_repeats, min(max_repeats, budget_s / total)))
     times: Dict[str, List[float]] = {runner: [] for runner in cases}
+    order = list(cases.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for runner, run in cases.items():
+        shuffle(order)
+        for runner, run in order:
             start = time.perf_counter()
             run()
             times[runner].append((time.perf_counter() - start) * 1e3)

@@ -1,0 +1,21 @@
+"""The benchmark's timing loop (fused_lstm.bench_report.time_cases) with stand-in runners."""
+from collections import Counter
+
+from fused_lstm import bench_report
+
+
+def test_time_cases_interleaves_runners_in_shuffled_orders(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_report, "make_case", lambda runner, *args: lambda: calls.append(runner))
+    runners = ["a", "b", "c", "d"]
+    results = bench_report.time_cases(bench_report.SHAPES[0], "inference", runners, "cpu", budget_s=0.0,
+                                      max_repeats=200, min_repeats=200)
+    assert [r.runner for r in results] == runners and all(r.repeats == 200 for r in results)
+    timed = calls[3 * len(runners):]  # after the warm-up and per-call estimate: 3 calls each
+    repetitions = [timed[i:i + len(runners)] for i in range(0, len(timed), len(runners))]
+    assert len(repetitions) == 200 and all(sorted(rep) == runners for rep in repetitions)
+    # Every runner follows every other about equally often (1/3 each here), not always the same one.
+    predecessors = Counter(zip(timed, timed[1:]))
+    for runner in runners:
+        counts = [predecessors[(other, runner)] for other in runners if other != runner]
+        assert min(counts) > 0.6 * max(counts), (runner, counts)
