@@ -4,9 +4,10 @@ runners, its table and its plot.
 ``python -m fused_lstm bench`` times every case here (runners of one shape and
 mode interleaved, repetition by repetition and in a shuffled order, so that a
 busy machine and cache-evicting neighbours slow all of them alike), prints
-the table and writes ``<out>/speedup.png`` and ``<out>/results.json``. ``pytest bench/ --benchmark-json=FILE`` times the same
-cases with pytest-benchmark; ``python -m fused_lstm bench --from-json FILE``
-turns that file into the same table and plot.
+the table and writes ``<out>/speedup.png`` and ``<out>/results.json``.
+``pytest bench/ --benchmark-json=FILE`` times the same cases with
+pytest-benchmark; ``python -m fused_lstm bench --from-json FILE`` turns that
+file into the same table and plot.
 
 Runners (fastrnns' names in brackets):
   fused           fused_lstm.FusedLSTM
