@@ -141,6 +141,6 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
     tol = TOLERANCE[dtype]
     if packed:
         expected, got = expected.data, got.data
-    for a, b in ((got, expected), (h_got, h_expected), (c_got, c_expected)):
-        assert a.shape == b.shape
-        assert (a - b).abs().max().item() <= tol
+    for name, a, b in (("output", got, expected), ("h_n", h_got, h_expected), ("c_n", c_got, c_expected)):
+        assert a.shape == b.shape, name
+        assert_close(a, b, tol, name)
