@@ -9,17 +9,16 @@
 namespace fused_lstm::bindings {
 
 inline void bind_cuda_entry_points(py::module_& m, bool module_local) {
-  py::class_<LstmPointwiseParams> pointwise(m, "LstmPointwiseParams", py::module_local(module_local));
-  pointwise.def(py::init<>())
-      .def_readwrite("batch", &LstmPointwiseParams::batch)
-      .def_readwrite("hidden", &LstmPointwiseParams::hidden)
-      .def_readwrite("dtype", &LstmPointwiseParams::dtype);
-  pointer_field(pointwise, "pre_gates", &LstmPointwiseParams::pre_gates);
-  pointer_field(pointwise, "c_prev", &LstmPointwiseParams::c_prev);
-  pointer_field(pointwise, "h", &LstmPointwiseParams::h);
-  pointer_field(pointwise, "c", &LstmPointwiseParams::c);
-  pointer_field(pointwise, "saved_gates", &LstmPointwiseParams::saved_gates);
-  pointer_field(pointwise, "stream", &LstmPointwiseParams::stream);
+  StructBinding<LstmPointwiseParams>(m, "LstmPointwiseParams", module_local)
+      .value("batch", &LstmPointwiseParams::batch)
+      .value("hidden", &LstmPointwiseParams::hidden)
+      .value("dtype", &LstmPointwiseParams::dtype)
+      .pointer("pre_gates", &LstmPointwiseParams::pre_gates)
+      .pointer("c_prev", &LstmPointwiseParams::c_prev)
+      .pointer("h", &LstmPointwiseParams::h)
+      .pointer("c", &LstmPointwiseParams::c)
+      .pointer("saved_gates", &LstmPointwiseParams::saved_gates)
+      .pointer("stream", &LstmPointwiseParams::stream);
   def_run<LstmPointwiseParams>(m, "lstm_pointwise_cuda", cuda::lstm_pointwise, "CUDA pointwise cell step");
   def_run<LstmFwdParams>(m, "lstm_forward_cuda", cuda::lstm_forward, "CUDA forward recurrence (on params.stream)");
   def_run<LstmBwdParams>(m, "lstm_backward_cuda", cuda::lstm_backward, "CUDA backward recurrence (on params.stream)");

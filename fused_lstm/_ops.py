@@ -18,15 +18,18 @@ from . import _backend, _params
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def _check_like(name: str, tensor: Optional[Tensor], like_name: str, like: Tensor, dim: int = 2) -> None:
-    if tensor is None:
-        return
-    if tensor.dtype != like.dtype:
-        raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but {like_name} has {like.dtype}")
-    if tensor.device != like.device:
-        raise ValueError(f"fused_lstm: {name} is on {tensor.device} but {like_name} is on {like.device}")
-    if tensor.dim() != dim:
-        raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
+def _check_like(like_name: str, like: Tensor, named: Tuple[Tuple[str, Optional[Tensor], int], ...]) -> None:
+    """Every (name, tensor, dim) given (not None) has like's dtype and device and dim dims."""
+    dtype, device = like.dtype, like.device
+    for name, tensor, dim in named:
+        if tensor is None:
+            continue
+        if tensor.dtype != dtype:
+            raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but {like_name} has {dtype}")
+        if tensor.device != device:
+            raise ValueError(f"fused_lstm: {name} is on {tensor.device} but {like_name} is on {device}")
+        if tensor.dim() != dim:
+            raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
 
 
 def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
@@ -34,18 +37,25 @@ def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
                           sequence_name: str = "gates_x", sequence_width: Optional[int] = None) -> None:
     """Raises ValueError/TypeError naming the argument before any kernel runs.
     check_values=False skips what needs batch_sizes' values (fake tensors).
-    The sequence (gates_x) has rows of 4H values, or of sequence_width."""
+    The sequence (gates_x) has rows of 4H values, or of sequence_width.
+    h0 and c0 both None (a zero state; only the CPU recurrence takes it):
+    w_hh gives the hidden size and the sequence the batch."""
     if gates_x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"fused_lstm: {sequence_name} must be float32, float64, float16 or bfloat16, "
                         f"got {gates_x.dtype}")
-    for name, tensor in (("w_hh", w_hh), ("w_hr", w_hr), ("h0", h0), ("c0", c0)):
-        _check_like(name, tensor, sequence_name, gates_x)
-    batch, out_size = h0.shape
-    hidden = c0.shape[1]
+    _check_like(sequence_name, gates_x, (("w_hh", w_hh, 2), ("w_hr", w_hr, 2), ("h0", h0, 2), ("c0", c0, 2)))
     proj_size = 0 if w_hr is None else w_hr.shape[0]
+    if (h0 is None) != (c0 is None):
+        raise ValueError("fused_lstm: h0 and c0 must both be given or both be None")
+    if c0 is None:
+        batch, hidden = None, w_hh.shape[0] // 4
+        out_size = proj_size or hidden
+    else:
+        batch, out_size = h0.shape
+        hidden = c0.shape[1]
     if hidden == 0 or (proj_size > 0 and proj_size >= hidden):
         raise ValueError(f"fused_lstm: hidden size {hidden} with proj_size {proj_size}")
-    if out_size != (proj_size or hidden) or c0.shape[0] != batch:
+    if c0 is not None and (out_size != (proj_size or hidden) or c0.shape[0] != batch):
         raise ValueError(f"fused_lstm: h0 {tuple(h0.shape)} and c0 {tuple(c0.shape)} do not fit "
                          f"hidden={hidden}, proj_size={proj_size}")
     if tuple(w_hh.shape) != (4 * hidden, out_size):
@@ -54,9 +64,9 @@ def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
         raise ValueError(f"fused_lstm: w_hr must have shape {(proj_size, hidden)}, got {tuple(w_hr.shape)}")
     width = 4 * hidden if sequence_width is None else sequence_width
     if batch_sizes is None:
-        if gates_x.dim() != 3 or gates_x.shape[1] != batch or gates_x.shape[2] != width:
-            raise ValueError(f"fused_lstm: {sequence_name} must have shape (T, {batch}, {width}), "
-                             f"got {tuple(gates_x.shape)}")
+        if gates_x.dim() != 3 or (batch is not None and gates_x.shape[1] != batch) or gates_x.shape[2] != width:
+            raise ValueError(f"fused_lstm: {sequence_name} must have shape (T, {'N' if batch is None else batch}, "
+                             f"{width}), got {tuple(gates_x.shape)}")
         if gates_x.shape[0] == 0:
             raise ValueError("fused_lstm: sequence length must be at least 1")
         return
@@ -69,8 +79,11 @@ def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
         _check_batch_sizes_values(batch_sizes, batch, gates_x.shape[0])
 
 
-def _check_batch_sizes_values(batch_sizes: Tensor, batch: int, rows: int) -> None:
+def _check_batch_sizes_values(batch_sizes: Tensor, batch: Optional[int], rows: int) -> None:
+    """batch None: whatever batch_sizes starts with."""
     sizes = batch_sizes.tolist()
+    if batch is None and sizes:
+        batch = sizes[0]
     if (not sizes or sizes[0] != batch or any(b <= 0 for b in sizes)
             or any(later > earlier for earlier, later in zip(sizes, sizes[1:]))
             or sum(sizes) != rows):
@@ -97,20 +110,20 @@ recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", m
 
 
 def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
-                          w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor]
-                          ) -> Tuple[Tensor, Tensor, Tensor]:
+                          w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
+                          batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """Inference of one layer and direction from x itself: the CPU recurrence
     computes x @ w_ih^T + b_ih + b_hh inside (see params.h's input_size), so
-    gates_x is never written to memory. Only where _backend.projects_input(x)."""
-    hidden = c0.shape[-1]
+    gates_x is never written to memory. Only where _backend.projects_input(x).
+    h0 and c0 None: a zero initial state."""
     check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, sequence_name="x", sequence_width=w_ih.shape[-1])
-    _check_like("w_ih", w_ih, "x", x)
+    hidden = w_hh.shape[0] // 4  # checked
+    _check_like("x", x, (("w_ih", w_ih, 2), ("b_ih", b_ih, 1), ("b_hh", b_hh, 1)))
     if w_ih.shape[0] != 4 * hidden:
         raise ValueError(f"fused_lstm: w_ih must have shape {(4 * hidden, x.shape[-1])}, got {tuple(w_ih.shape)}")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("fused_lstm: b_ih and b_hh must both be given or both be None")
     for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
-        _check_like(name, bias, "x", x, dim=1)
         if bias is not None and bias.shape[0] != 4 * hidden:
             raise ValueError(f"fused_lstm: {name} must have shape {(4 * hidden,)}, got {tuple(bias.shape)}")
     contiguous = [t.contiguous() if t is not None else None
@@ -125,7 +138,7 @@ def _empty(shape, dtype, device):
 @recurrence_forward.register_fake
 def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
-    return _params.forward_outputs(gates_x, w_hr, h0, c0, training, alloc=_empty)
+    return _params.forward_outputs(gates_x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], training, alloc=_empty)
 
 
 @torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())

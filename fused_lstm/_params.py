@@ -5,7 +5,8 @@ Shared by the CPU backend (fused_lstm._C's CPU recurrence), the CUDA backend
 and the simt module (the CUDA kernels run on the CPU in tests): ``module`` is
 the pybind11 module whose struct types are used, ``launch`` the entry point,
 and ``configure`` adds what the device needs (stream, workspace, threads)
-before the launch.
+before the launch. The structs' pointer fields take tensors (their data_ptr),
+None (null) or ints (csrc/bind_params.h).
 """
 from __future__ import annotations
 
@@ -39,36 +40,29 @@ def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
     return tensor
 
 
-def pointer(tensor: Optional[Tensor]) -> int:
-    return 0 if tensor is None or tensor.numel() == 0 else tensor.data_ptr()
-
-
 def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]):
-    sizes = module.LstmSizes()
-    sizes.seq_len = rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0]
-    sizes.batch, sizes.hidden, sizes.proj_size = batch, hidden, proj_size
-    sizes.total_rows = rows_like.numel() // rows_like.shape[-1]
-    sizes.batch_sizes = pointer(batch_sizes)
-    return sizes
+    return module.LstmSizes(seq_len=rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0],
+                            batch=batch, hidden=hidden, proj_size=proj_size,
+                            total_rows=rows_like.numel() // rows_like.shape[-1], batch_sizes=batch_sizes)
 
 
-def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, training: Optional[bool],
-                    alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
+                    training: Optional[bool], alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
     """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
     saved_c, saved_h; what is not saved is empty. Also the op's fake kernel.
     Of gates_x (or x, when the input is projected inside) only the leading
     dims, dtype and device are used."""
-    device, dtype, acc = gates_x.device, gates_x.dtype, accumulate_dtype(gates_x.dtype)
-    hidden, out_size = c0.shape[1], h0.shape[1]
+    device, dtype = gates_x.device, gates_x.dtype
+    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc((batch, out_size), dtype, device),
+               alloc((batch, hidden), dtype, device))
+    if training is None:  # inference without the op's empty saved buffers
+        return outputs
+    acc = accumulate_dtype(dtype)
     rows = gates_x.numel() // gates_x.shape[-1]
 
     def saved(width, needed):
         return alloc((rows, width) if needed else (0,), acc, device)
 
-    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc(h0.shape, dtype, device),
-               alloc(c0.shape, dtype, device))
-    if training is None:  # inference without the op's empty saved buffers
-        return outputs
     return outputs + (saved(4 * hidden, training), saved(hidden, training),
                       saved(hidden, training and w_hr is not None))
 
@@ -83,8 +77,8 @@ def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor,
             alloc((c0.shape[0], grad_y.shape[-1]), dtype, device), alloc(c0.shape, dtype, device))
 
 
-def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor,
-                c0: Tensor, batch_sizes: Optional[Tensor], training: Optional[bool], alloc: Allocator = new_buffer,
+def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+                h0: Optional[Tensor], c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool], alloc: Allocator = new_buffer,
                 configure: Optional[Callable] = None,
                 projection: Optional[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]] = None
                 ) -> Tuple[Tensor, ...]:
@@ -93,24 +87,26 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
     y, h_n, c_n only (no empty saved buffers to allocate).
 
     projection = (w_ih, b_ih, b_hh): the first argument is then x, projected
-    inside the recurrence (CPU only; params.h's input_size)."""
-    hidden = c0.shape[1]
-    proj_size = 0 if w_hr is None else w_hr.shape[0]
-    outputs = forward_outputs(gates_x, w_hr, h0, c0, training, alloc)
+    inside the recurrence (CPU only; params.h's input_size). h0 and c0 None:
+    a zero initial state (CPU only)."""
+    if c0 is not None:
+        batch, hidden, out_size = c0.shape[0], c0.shape[1], h0.shape[1]
+    else:  # a zero state: the batch from the sequence, the rest from (checked) w_hh
+        batch = gates_x.shape[1] if batch_sizes is None else int(batch_sizes[0])
+        hidden, out_size = w_hh.shape[0] // 4, w_hh.shape[1]
+    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, alloc)
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 
-    p = module.LstmFwdParams()
-    p.sizes = _sizes(module, gates_x, h0.shape[0], hidden, proj_size, batch_sizes)
-    p.dtype = getattr(module.DType, _DTYPE_NAMES[gates_x.dtype])
+    fields = dict(sizes=_sizes(module, gates_x, batch, hidden, 0 if w_hr is None else out_size, batch_sizes),
+                  dtype=getattr(module.DType, _DTYPE_NAMES[gates_x.dtype]), w_hh=w_hh, w_hr=w_hr, h0=h0, c0=c0,
+                  y=y, h_n=h_n, c_n=c_n, saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h)
     if projection is None:
-        p.gates_x = pointer(gates_x)
+        fields.update(gates_x=gates_x)
     else:
-        p.input_size = gates_x.shape[-1]
-        p.x, p.w_ih, p.b_ih, p.b_hh = map(pointer, (gates_x, *projection))
-    p.w_hh, p.w_hr, p.h0, p.c0 = map(pointer, (w_hh, w_hr, h0, c0))
-    p.y, p.h_n, p.c_n = map(pointer, (y, h_n, c_n))
-    p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
+        w_ih, b_ih, b_hh = projection
+        fields.update(x=gates_x, input_size=gates_x.shape[-1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
+    p = module.LstmFwdParams(**fields)
     keep_alive = configure(p) if configure else None  # e.g. the workspace, until the launch is queued
     launch(p)
     del keep_alive
@@ -128,13 +124,11 @@ def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor],
     proj_size = 0 if w_hr is None else w_hr.shape[0]
     grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, alloc)
 
-    p = module.LstmBwdParams()
-    p.sizes = _sizes(module, grad_y, c0.shape[0], hidden, proj_size, batch_sizes)
-    p.dtype = getattr(module.DType, _DTYPE_NAMES[grad_y.dtype])
-    p.w_hh, p.w_hr, p.c0 = map(pointer, (w_hh, w_hr, c0))
-    p.saved_gates, p.saved_c, p.saved_h = map(pointer, (saved_gates, saved_c, saved_h))
-    p.grad_y, p.grad_h_n, p.grad_c_n = map(pointer, (grad_y, grad_h_n, grad_c_n))
-    p.grad_gates, p.grad_h_out, p.grad_h0, p.grad_c0 = map(pointer, (grad_gates, grad_h_out, grad_h0, grad_c0))
+    p = module.LstmBwdParams(
+        sizes=_sizes(module, grad_y, c0.shape[0], hidden, proj_size, batch_sizes),
+        dtype=getattr(module.DType, _DTYPE_NAMES[grad_y.dtype]), w_hh=w_hh, w_hr=w_hr, c0=c0,
+        saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h, grad_y=grad_y, grad_h_n=grad_h_n,
+        grad_c_n=grad_c_n, grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h0=grad_h0, grad_c0=grad_c0)
     keep_alive = configure(p) if configure else None
     launch(p)
     del keep_alive

@@ -22,15 +22,13 @@ from ._ops import recurrence_forward, run_projected_forward, run_recurrence_forw
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
 
 
-def _needs_saving(*tensors: Optional[Tensor]) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _requires_grad(*tensors: Optional[Tensor]) -> bool:
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def _autocast(device_type: str, *tensors: Optional[Tensor]) -> List[Optional[Tensor]]:
     """Inside torch.autocast, the whole layer runs in the autocast dtype, as
     nn.LSTM's does (the recurrence still accumulates in float32)."""
-    if not torch.is_autocast_enabled(device_type):
-        return list(tensors)
     dtype = torch.get_autocast_dtype(device_type)
     return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
 
@@ -64,30 +62,43 @@ def _reverse_time(x: Tensor, batch_sizes: Optional[Tensor], index: Optional[Tens
     return x.flip(0) if batch_sizes is None else x.index_select(0, index)
 
 
+def _zero_state(x: Tensor, w_hh: Tensor, batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    batch = x.shape[1] if batch_sizes is None else int(batch_sizes[0])
+    return x.new_zeros((batch, w_hh.shape[1])), x.new_zeros((batch, w_hh.shape[0] // 4))
+
+
 def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
-               w_hr: Optional[Tensor], h0: Tensor, c0: Tensor, batch_sizes: Optional[Tensor] = None,
-               reverse: bool = False, _reverse_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+               w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
+               batch_sizes: Optional[Tensor] = None, reverse: bool = False,
+               _reverse_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """One layer, one direction.
 
-    x: [T, N, I] or packed [rows, I] with batch_sizes; h0 [N, H_out], c0 [N, H].
+    x: [T, N, I] or packed [rows, I] with batch_sizes; h0 [N, H_out], c0 [N, H],
+    or both None for a zero initial state.
     Returns y (x's layout, last dim H_out), h_n [N, H_out], c_n [N, H].
     reverse runs the sequence backwards in time (each packed sequence within
     its own length), as nn.LSTM's reverse direction does.
     """
-    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _autocast(x.device.type, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
+    # (Helpers are called only where they have work: in a short eager call
+    # every Python frame counts, most of all when its code is out of cache.)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _autocast(device_type, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
     if reverse:
         if batch_sizes is not None and _reverse_index is None:
             _reverse_index = _packed_reverse_index(batch_sizes, x.device)
         x = _reverse_time(x, batch_sizes, _reverse_index)
-    training = _needs_saving(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
+    training = torch.is_grad_enabled() and _requires_grad(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
     # Eager inference on plain tensors skips the dispatcher, and on the CPU
     # also the input GEMM (the recurrence projects x itself); anything traced
-    # (torch.compile, export: fake or functional tensors) or differentiated goes
-    # through the custom op.
-    eager_inference = not training and type(x) is Tensor and not torch.compiler.is_compiling()
+    # (Dynamo; export's fake or functional tensors) or differentiated goes
+    # through the custom op. Only the projected path takes a None (zero) state.
+    eager_inference = not training and type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
     if eager_inference and projects_input(x):
         y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
     else:
+        if h0 is None:
+            h0, c0 = _zero_state(x, w_hh, batch_sizes)
         gates_x = _input_gates(x, w_ih, b_ih, b_hh)
         run = run_recurrence_forward if eager_inference else recurrence_forward
         y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
@@ -96,19 +107,19 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     return y, h_n, c_n
 
 
-def lstm(x: Tensor, hx: Tuple[Tensor, Tensor], weights: Sequence[Sequence[Optional[Tensor]]], num_layers: int,
+def lstm(x: Tensor, hx: Optional[Tuple[Tensor, Tensor]], weights: Sequence[Sequence[Optional[Tensor]]],
+         num_layers: int,
          dropout: float = 0.0, training: bool = False, bidirectional: bool = False, proj_size: int = 0,
          batch_sizes: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Multi-layer, optionally bidirectional LSTM (nn.LSTM's _VF.lstm, time-major).
 
     x: [T, N, I] or packed [rows, I] with batch_sizes.
-    hx: (h0 [L*D, N, H_out], c0 [L*D, N, H]).
+    hx: (h0 [L*D, N, H_out], c0 [L*D, N, H]), or None for zero initial states.
     weights[layer * D + direction] = (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent.
     dropout: applied to each layer's output but the last, only when training.
     Returns output (x's layout, last dim D*H_out), h_n [L*D, N, H_out], c_n [L*D, N, H].
     """
     directions = 2 if bidirectional else 1
-    h0, c0 = hx
     reverse_index = None
     if bidirectional and batch_sizes is not None:
         reverse_index = _packed_reverse_index(batch_sizes, x.device)
@@ -120,9 +131,9 @@ def lstm(x: Tensor, hx: Tuple[Tensor, Tensor], weights: Sequence[Sequence[Option
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr = weights[index]
+            h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
             y, h, c = lstm_layer(layer_input, w_ih, w_hh, b_ih, b_hh, w_hr if proj_size > 0 else None,
-                                 h0[index], c0[index], batch_sizes, reverse=direction == 1,
-                                 _reverse_index=reverse_index)
+                                 h0, c0, batch_sizes, reverse=direction == 1, _reverse_index=reverse_index)
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)

@@ -143,23 +143,24 @@ class FusedLSTM(nn.Module):
         __getattr__ costs ~0.7 us each); anything else (a parametrization, a
         plain tensor put in a parameter's place) through getattr."""
         parameters = self._parameters
-
-        def weight(name: Optional[str]) -> Optional[Tensor]:
-            if name is None:
-                return None
-            found = parameters.get(name)
-            return found if found is not None else getattr(self, name)
-
-        return [tuple(map(weight, names)) for names in self._layer_weight_names]
+        layers = []
+        for names in self._layer_weight_names:
+            weights = []
+            for name in names:
+                found = None if name is None else parameters.get(name)
+                weights.append(found if found is not None or name is None else getattr(self, name))
+            layers.append(tuple(weights))
+        return layers
 
     def _expected_state_sizes(self, batch: int) -> Tuple[Tuple[int, int, int], Tuple[int, int, int]]:
         layers = self.num_layers * (2 if self.bidirectional else 1)
         out_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         return (layers, batch, out_size), (layers, batch, self.hidden_size)
 
-    def _check_forward_args(self, input: Tensor, hx: Tuple[Tensor, Tensor], batch_sizes: Optional[Tensor]) -> None:
-        """nn.LSTM's check_forward_args, then the checks nn.LSTM leaves to its kernel."""
-        weight = self.weight_ih_l0
+    def _check_forward_args(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]], batch_sizes: Optional[Tensor],
+                            weight: Tensor) -> None:
+        """nn.LSTM's check_forward_args, then the checks nn.LSTM leaves to its kernel.
+        weight: weight_ih_l0. hx None: zero states, which fit by construction."""
         if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                              f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
@@ -169,20 +170,22 @@ class FusedLSTM(nn.Module):
         if self.input_size != input.size(-1):
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                                f"got {input.size(-1)}")
-        if batch_sizes is not None:
-            batch = int(batch_sizes[0])
-        else:
-            batch = input.size(0) if self.batch_first else input.size(1)
-        expected_h, expected_c = self._expected_state_sizes(batch)
-        for index, (state, expected) in enumerate(zip(hx, (expected_h, expected_c))):
-            if state.size() != expected:
-                raise RuntimeError(f"Expected hidden[{index}] size {expected}, got {list(state.size())}")
-        for state in hx:
-            if state.device != input.device:
-                raise RuntimeError("Input and hidden tensors are not at the same device, found input tensor at "
-                                   f"{input.device} and hidden tensor at {state.device}")
-            if state.dtype != input.dtype:
-                raise RuntimeError(f"hidden state dtype ({state.dtype}) does not match input dtype ({input.dtype})")
+        if hx is not None:
+            if batch_sizes is not None:
+                batch = int(batch_sizes[0])
+            else:
+                batch = input.size(0) if self.batch_first else input.size(1)
+            expected_h, expected_c = self._expected_state_sizes(batch)
+            for index, (state, expected) in enumerate(zip(hx, (expected_h, expected_c))):
+                if state.size() != expected:
+                    raise RuntimeError(f"Expected hidden[{index}] size {expected}, got {list(state.size())}")
+            for state in hx:
+                if state.device != input.device:
+                    raise RuntimeError("Input and hidden tensors are not at the same device, found input tensor at "
+                                       f"{input.device} and hidden tensor at {state.device}")
+                if state.dtype != input.dtype:
+                    raise RuntimeError(f"hidden state dtype ({state.dtype}) does not match input dtype "
+                                       f"({input.dtype})")
         if weight.device != input.device:
             raise RuntimeError(f"Input and parameter tensors are not at the same device, found input tensor at "
                                f"{input.device} and parameter tensor at {weight.device}")
@@ -195,19 +198,15 @@ class FusedLSTM(nn.Module):
         batched = True
         if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = input
-            batch = int(batch_sizes[0])
         else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-            batched = input.dim() == 3
+            dim = input.dim()
+            if dim not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {dim}D instead")
+            batched = dim == 3
             if not batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
-            batch = input.size(0) if self.batch_first else input.size(1)
-        if hx is None:
-            expected_h, expected_c = self._expected_state_sizes(batch)
-            hx = (torch.zeros(expected_h, dtype=input.dtype, device=input.device),
-                  torch.zeros(expected_c, dtype=input.dtype, device=input.device))
-        else:
+        # hx None stays None down to the kernels: zero states, made only where needed.
+        if hx is not None:
             if not packed:
                 dims = (hx[0].dim(), hx[1].dim())
                 if batched and dims != (3, 3):
@@ -220,11 +219,12 @@ class FusedLSTM(nn.Module):
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             elif sorted_indices is not None:
                 hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
-        self._check_forward_args(input, hx, batch_sizes)
+        weights = self._layer_weights()
+        self._check_forward_args(input, hx, batch_sizes, weights[0][0])
 
         time_major = input.transpose(0, 1) if (self.batch_first and not packed) else input
         output, h_n, c_n = functional.lstm(
-            time_major, hx, self._layer_weights(), self.num_layers, dropout=self.dropout, training=self.training,
+            time_major, hx, weights, self.num_layers, dropout=self.dropout, training=self.training,
             bidirectional=self.bidirectional, proj_size=self.proj_size, batch_sizes=batch_sizes)
 
         if packed:

@@ -3,7 +3,8 @@ x @ W_ih^T + b_ih + b_hh computed by each team member for its own units, a
 chunk of steps ahead) against the reference fed with that projection:
 float64 to 1e-10, float32 to 5e-5, dense and packed, with and without bias
 and projection, sequences long enough to cross chunks; bit-identical across
-runs and thread counts; and the argument checks of _ops.run_projected_forward."""
+runs and thread counts; a None (zero) initial state bit-identical to zero
+tensors; and the argument checks of _ops.run_projected_forward."""
 from __future__ import annotations
 
 import pytest
@@ -79,6 +80,28 @@ def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
             assert torch.equal(value, other[key]), f"{key} differs between runs / thread counts"
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("shape", [(9, 4, 7, 33, 0), (6, 5, 20, 33, 7), (30, 3, 5, 130, 0)],
+                         ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+def test_none_state_is_bit_identical_to_zero_tensors(shape, packed, dtype, isa):
+    # h0 = c0 = None: the kernel starts from zero itself (params.h); the module
+    # passes None when it is called without hx.
+    T, N, I, H, P = shape
+    pr = make_projected_problem(T, N, I, H, P, dtype, packed, bias=True, seed=7 * H + T)
+    args = {key: pr[key] for key in ("x", "w_ih", "b_ih", "b_hh", "w_hh", "w_hr", "batch_sizes")}
+    with cpu_isa(isa):
+        for threads in (1, 2):
+            with torch_threads(threads):
+                from_zeros = _ops.run_projected_forward(**args, h0=torch.zeros_like(pr["h0"]),
+                                                        c0=torch.zeros_like(pr["c0"]))
+                from_none = _ops.run_projected_forward(**args, h0=None, c0=None)
+            for name, a, b in zip(("y", "h_n", "c_n"), from_none, from_zeros):
+                assert a.shape == b.shape, name
+                assert torch.equal(a, b), f"{name} differs with a None state ({threads} threads)"
+
+
 def _args(T=4, N=3, I=5, H=6, dtype=torch.float32):
     return dict(x=torch.randn(T, N, I, dtype=dtype), w_ih=torch.randn(4 * H, I, dtype=dtype),
                 b_ih=torch.randn(4 * H, dtype=dtype), b_hh=torch.randn(4 * H, dtype=dtype),
@@ -94,6 +117,10 @@ def _args(T=4, N=3, I=5, H=6, dtype=torch.float32):
     (dict(b_hh=torch.randn(4, 6)), ValueError, "b_hh must be 1-D"),
     (dict(b_hh=None), ValueError, "b_ih and b_hh"),
     (dict(x=torch.randn(4, 3, 5).long()), TypeError, "x must be float32"),
+    (dict(c0=None), ValueError, "h0 and c0 must both be given or both be None"),
+    (dict(h0=None, c0=None, w_hh=torch.randn(23, 6)), ValueError, "w_hh must have shape"),
+    (dict(h0=None, c0=None, w_hh=torch.randn(24, 5)), ValueError, "w_hh must have shape"),
+    (dict(h0=None, c0=None, x=torch.randn(4, 3, 4)), ValueError, "x must have shape"),
 ])
 def test_projected_forward_rejects_bad_arguments(change, error, message):
     args = {**_args(), **change}
@@ -110,14 +137,31 @@ def test_core_rejects_gates_x_with_x():
     params.gates_x = args["x"].data_ptr()
     with pytest.raises(ValueError, match="gates_x or x"):
         _C.lstm_forward_cpu(params)
+    params.gates_x, params.c0 = 0, 0  # h0 without c0: refused by the core too
+    with pytest.raises(ValueError, match="h0 and c0 must be given together"):
+        _C.lstm_forward_cpu(params)
     del outputs
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("config", [
+MODULE_CONFIGS = [
     dict(), dict(bias=False), dict(num_layers=2, bidirectional=True), dict(proj_size=3, batch_first=True),
     dict(num_layers=3, bidirectional=True, proj_size=4, bias=False, batch_first=True),
-], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default")
+]
+
+
+def _config_id(config):
+    return "-".join(f"{k}={v}" for k, v in config.items()) or "default"
+
+
+def _module_input(config, packed, dtype):
+    if packed:
+        return torch.nn.utils.rnn.pack_sequence([torch.randn(n, 6, dtype=dtype) for n in (9, 4, 7)],
+                                                enforce_sorted=False)
+    return torch.randn((5, 17, 6) if config.get("batch_first", False) else (17, 5, 6), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_module_inference_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
     from fused_lstm import FusedLSTM, _backend
@@ -128,12 +172,7 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
     torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
     reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config).eval()
     fused = FusedLSTM.from_torch(reference_lstm)
-    batch_first = config.get("batch_first", False)
-    if packed:
-        x = torch.nn.utils.rnn.pack_sequence([torch.randn(n, 6, dtype=dtype) for n in (9, 4, 7)],
-                                             enforce_sorted=False)
-    else:
-        x = torch.randn((5, 17, 6) if batch_first else (17, 5, 6), dtype=dtype)
+    x = _module_input(config, packed, dtype)
     with torch.inference_mode():
         expected, (h_expected, c_expected) = reference_lstm(x)
         got, (h_got, c_got) = fused(x)
@@ -144,3 +183,26 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
     for name, a, b in (("output", got, expected), ("h_n", h_got, h_expected), ("c_n", c_got, c_expected)):
         assert a.shape == b.shape, name
         assert_close(a, b, tol, name)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_module_without_hx_is_bit_identical_to_zero_hx(config, packed, grad):
+    # Without hx the module passes None down (the projected path's kernel
+    # starts from zero; the op path makes zero tensors per layer).
+    from fused_lstm import FusedLSTM
+
+    fused = FusedLSTM(6, 10, **config)
+    x = _module_input(config, packed, torch.float32)
+    layers = config.get("num_layers", 1) * (2 if config.get("bidirectional") else 1)
+    batch = 3 if packed else 5
+    hx = (torch.zeros(layers, batch, config.get("proj_size") or 10), torch.zeros(layers, batch, 10))
+    with torch.set_grad_enabled(grad):
+        without_hx, (h_without, c_without) = fused(x)
+        with_hx, (h_with, c_with) = fused(x, hx)
+    if packed:
+        without_hx, with_hx = without_hx.data, with_hx.data
+    for name, a, b in (("output", without_hx, with_hx), ("h_n", h_without, h_with), ("c_n", c_without, c_with)):
+        assert a.shape == b.shape, name
+        assert torch.equal(a, b), name

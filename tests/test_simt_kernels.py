@@ -87,6 +87,15 @@ def test_workspace_too_small_is_refused():
         _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt, alloc=tiny)
 
 
+def test_zero_state_as_null_is_refused():
+    # h0 = c0 = None (null pointers: a zero state) is for the CPU recurrence only.
+    generator = torch.Generator().manual_seed(17)
+    inputs, _, _ = make_inputs(2, 2, 9, 0, None, torch.float32, generator)
+    inputs.update(h0=None, c0=None)
+    with pytest.raises(ValueError, match="needs h0 and c0"):
+        _cuda_backend.forward(**inputs, batch_sizes=None, training=False, module=simt)
+
+
 def test_path_from_environment(monkeypatch):
     generator = torch.Generator().manual_seed(13)
     inputs, _, _ = make_inputs(2, 2, 11, 0, None, torch.float32, generator)

@@ -52,8 +52,8 @@ struct LstmFwdParams {
   const void* b_hh = nullptr;     // [4H], or nullptr
   const void* w_hh = nullptr;     // [4H, H_out]
   const void* w_hr = nullptr;     // [P, H], or nullptr when proj_size == 0
-  const void* h0 = nullptr;       // [N, H_out]
-  const void* c0 = nullptr;       // [N, H]
+  const void* h0 = nullptr;       // [N, H_out]; on the CPU, h0 and c0 both
+  const void* c0 = nullptr;       // [N, H]      nullptr mean a zero state
   void* y = nullptr;              // [rows, H_out]
   void* h_n = nullptr;            // [N, H_out]
   void* c_n = nullptr;            // [N, H]

@@ -48,7 +48,8 @@ inline void check_params(const LstmFwdParams& p) {
   } else {
     FUSED_LSTM_CHECK_ARG(!rows || p.gates_x != nullptr);
   }
-  FUSED_LSTM_CHECK_ARG(!states || (p.h0 && p.c0 && p.h_n && p.c_n));
+  FUSED_LSTM_CHECK_ARG(!states || (p.h_n && p.c_n));
+  FUSED_LSTM_CHECK_ARG((p.h0 == nullptr) == (p.c0 == nullptr), "h0 and c0 must be given together");
   const bool training = p.saved_gates != nullptr;
   FUSED_LSTM_CHECK_ARG(!rows || training == (p.saved_c != nullptr),
                        "saved_gates and saved_c must be given together");

@@ -125,9 +125,10 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
         bias.store(bias_panels + (b * 4 + g) * W);
       }
     }
-    // Cell state from c0, zero in the padding lanes.
+    // Cell state from c0 (nullptr: zero), zero in the padding lanes.
+    const T* c0 = static_cast<const T*>(p.c0);
     for (int64_t n = 0; n < N; ++n)
-      load_partial(static_cast<const T*>(p.c0) + n * H + b * W, H - b * W).store(cell_state + (b * N + n) * W);
+      (c0 ? load_partial(c0 + n * H + b * W, H - b * W) : V::zero()).store(cell_state + (b * N + n) * W);
   }
   // And its W_hr rows: panel q is [H][W], zero past P.
   auto hr_panel = [&](int64_t q) { return w_hr_panels + q * H * W; };

@@ -171,7 +171,10 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
   plan.h_buffers[1] = base + h1;
   plan.exchange = base + exchange;
   plan.partial = base + partial;
-  std::memcpy(plan.h_buffers[0], p.h0, N * O * sizeof(T));
+  if (p.h0)
+    std::memcpy(plan.h_buffers[0], p.h0, N * O * sizeof(T));
+  else
+    std::memset(plan.h_buffers[0], 0, N * O * sizeof(T));
   run_job(plan, fn);
 }
 

@@ -30,6 +30,8 @@ int64_t lstm_backward_workspace_bytes(const LstmBwdParams& p) { return carve_bac
 
 void lstm_forward(const LstmFwdParams& p) {
   FUSED_LSTM_CHECK_ARG(!p.projects_input(), "the CUDA recurrence takes gates_x, not x (input_size must be 0)");
+  FUSED_LSTM_CHECK_ARG(p.sizes.batch == 0 || (p.h0 && p.c0),
+                       "the CUDA recurrence needs h0 and c0 (nullptr as zero is CPU only)");
   dispatch(p, lstm_forward_workspace_bytes(p), launch_lstm_forward<DType::kFloat32>,
            launch_lstm_forward<DType::kFloat16>, launch_lstm_forward<DType::kBFloat16>);
 }

@@ -1,0 +1,43 @@
+"""The params structs' Python bindings (csrc/bind_params.h): keyword
+constructors, pointer fields from tensors, None or ints, and refusals that
+raise instead of storing a bad pointer."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fused_lstm import _C
+
+
+def test_keyword_constructor_sets_every_field_given():
+    x, y = torch.randn(3, 4), torch.randn(5)
+    sizes = _C.LstmSizes(seq_len=3, batch=2, hidden=7, proj_size=1, total_rows=6, batch_sizes=None)
+    p = _C.LstmFwdParams(sizes=sizes, dtype=_C.DType.float64, input_size=4, x=x, y=y, h0=None, num_threads=3)
+    assert (p.sizes.seq_len, p.sizes.batch, p.sizes.hidden, p.sizes.proj_size, p.sizes.total_rows) == (3, 2, 7, 1, 6)
+    assert p.sizes.batch_sizes == 0
+    assert (p.dtype, p.input_size, p.num_threads) == (_C.DType.float64, 4, 3)
+    assert (p.x, p.y, p.h0) == (x.data_ptr(), y.data_ptr(), 0)
+    assert p.gates_x == 0 and p.w_hh == 0  # fields not given keep their defaults
+
+
+def test_pointer_fields_take_tensors_none_and_ints():
+    t = torch.randn(4)
+    p = _C.LstmBwdParams()
+    p.grad_y = t
+    assert p.grad_y == t.data_ptr()
+    p.grad_y = None
+    assert p.grad_y == 0
+    p.grad_y = 12345
+    assert p.grad_y == 12345
+    p.grad_y = torch.empty(0)  # an empty tensor's data_ptr is null
+    assert p.grad_y == 0
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: _C.LstmFwdParams(bogus=1), TypeError, "bogus is not a field"),
+    (lambda: _C.LstmFwdParams(x="not a tensor"), AttributeError, "data_ptr"),
+    (lambda: _C.LstmSizes(seq_len="three"), TypeError, "seq_len cannot be a <class 'str'>"),
+])
+def test_bad_fields_raise(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
