@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from . import _params
-from ._params import Allocator, new_buffer
+from ._params import Allocator, output_allocator
 
 
 def _default_module():
@@ -43,12 +43,12 @@ def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _configure(module, device: torch.device, path: Optional[str], alloc: Allocator, workspace_bytes):
+def _configure(module, device: torch.device, path: Optional[str], alloc: Optional[Allocator], workspace_bytes):
     """Stream, path and workspace of a launch; returns the workspace to keep it alive."""
     def configure(p):
         p.stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
         p.path = getattr(module.RecurrencePath, path or "auto")
-        workspace = alloc((workspace_bytes(p),), torch.uint8, device)
+        workspace = output_allocator(alloc)((workspace_bytes(p),), dtype=torch.uint8, device=device)
         p.workspace, p.workspace_bytes = workspace.data_ptr(), workspace.numel()
         return workspace
     return configure
@@ -56,7 +56,7 @@ def _configure(module, device: torch.device, path: Optional[str], alloc: Allocat
 
 def forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
             batch_sizes: Optional[Tensor], training: bool, *, module=None, path: Optional[str] = None,
-            alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+            alloc: Optional[Allocator] = None) -> Tuple[Tensor, ...]:
     """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (saved in fp32; empty
     tensors in inference, saved_h empty without a projection)."""
     module = module or _default_module()
@@ -70,7 +70,7 @@ def forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c
 def backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
              saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Tensor,
              batch_sizes: Optional[Tensor], *, module=None, path: Optional[str] = None,
-             alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+             alloc: Optional[Allocator] = None) -> Tuple[Tensor, ...]:
     """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
     shape; empty without a projection), grad_h0, grad_c0."""
     module = module or _default_module()

@@ -131,14 +131,10 @@ def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh:
     return _backend.projected_forward(*contiguous)
 
 
-def _empty(shape, dtype, device):
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 @recurrence_forward.register_fake
 def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
-    return _params.forward_outputs(gates_x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], training, alloc=_empty)
+    return _params.forward_outputs(gates_x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], training, alloc=torch.empty)
 
 
 @torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
@@ -155,7 +151,7 @@ def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_
 @recurrence_backward.register_fake
 def _recurrence_backward_fake(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n,
                               batch_sizes):
-    return _params.backward_outputs(w_hr, c0, grad_y, alloc=_empty)
+    return _params.backward_outputs(w_hr, c0, grad_y, alloc=torch.empty)
 
 
 def _grad_w_hh(grad_gates: Tensor, y: Tensor, h0: Tensor, batch_sizes: Optional[Tensor]) -> Tensor:

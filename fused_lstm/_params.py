@@ -16,7 +16,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-Allocator = Callable[..., Tensor]  # (shape, dtype, device) -> Tensor
+Allocator = Callable[..., Tensor]  # (shape, *, dtype, device) -> Tensor, as torch.empty
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                 torch.bfloat16: "bfloat16"}
@@ -32,12 +32,18 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 POISON_OUTPUTS = os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1"
 
 
-def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Uninitialised output buffer (NaN-filled under POISON_OUTPUTS)."""
+def poisoned_buffer(shape, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A NaN-filled buffer (left uninitialised if not floating point)."""
     tensor = torch.empty(shape, dtype=dtype, device=device)
-    if POISON_OUTPUTS and tensor.is_floating_point():
-        tensor.fill_(float("nan"))
-    return tensor
+    return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+
+def output_allocator(alloc: Optional[Allocator] = None) -> Allocator:
+    """alloc, or else torch.empty itself (poisoned_buffer under POISON_OUTPUTS):
+    no Python frame per buffer on the default path."""
+    if alloc is not None:
+        return alloc
+    return poisoned_buffer if POISON_OUTPUTS else torch.empty
 
 
 def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]):
@@ -47,39 +53,40 @@ def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, b
 
 
 def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
-                    training: Optional[bool], alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+                    training: Optional[bool], alloc: Allocator) -> Tuple[Tensor, ...]:
     """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
     saved_c, saved_h; what is not saved is empty. Also the op's fake kernel.
     Of gates_x (or x, when the input is projected inside) only the leading
     dims, dtype and device are used."""
     device, dtype = gates_x.device, gates_x.dtype
-    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype, device), alloc((batch, out_size), dtype, device),
-               alloc((batch, hidden), dtype, device))
+    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype=dtype, device=device),
+               alloc((batch, out_size), dtype=dtype, device=device), alloc((batch, hidden), dtype=dtype, device=device))
     if training is None:  # inference without the op's empty saved buffers
         return outputs
     acc = accumulate_dtype(dtype)
     rows = gates_x.numel() // gates_x.shape[-1]
 
     def saved(width, needed):
-        return alloc((rows, width) if needed else (0,), acc, device)
+        return alloc((rows, width) if needed else (0,), dtype=acc, device=device)
 
     return outputs + (saved(4 * hidden, training), saved(hidden, training),
                       saved(hidden, training and w_hr is not None))
 
 
 def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor,
-                     alloc: Allocator = new_buffer) -> Tuple[Tensor, ...]:
+                     alloc: Allocator) -> Tuple[Tensor, ...]:
     """The backward recurrence's outputs, unfilled: grad_gates, grad_h_out (empty
     without projection), grad_h0 [N, H_out], grad_c0 [N, H]. Also the op's fake kernel."""
     device, dtype = grad_y.device, grad_y.dtype
-    return (alloc((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype, device),
-            alloc(grad_y.shape if w_hr is not None else (0,), dtype, device),
-            alloc((c0.shape[0], grad_y.shape[-1]), dtype, device), alloc(c0.shape, dtype, device))
+    return (alloc((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype=dtype, device=device),
+            alloc(grad_y.shape if w_hr is not None else (0,), dtype=dtype, device=device),
+            alloc((c0.shape[0], grad_y.shape[-1]), dtype=dtype, device=device),
+            alloc(c0.shape, dtype=dtype, device=device))
 
 
 def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
-                h0: Optional[Tensor], c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool], alloc: Allocator = new_buffer,
-                configure: Optional[Callable] = None,
+                h0: Optional[Tensor], c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool],
+                alloc: Optional[Allocator] = None, configure: Optional[Callable] = None,
                 projection: Optional[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]] = None
                 ) -> Tuple[Tensor, ...]:
     """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
@@ -94,7 +101,7 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
     else:  # a zero state: the batch from the sequence, the rest from (checked) w_hh
         batch = gates_x.shape[1] if batch_sizes is None else int(batch_sizes[0])
         hidden, out_size = w_hh.shape[0] // 4, w_hh.shape[1]
-    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, alloc)
+    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc))
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 
@@ -115,14 +122,14 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
 
 def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,
                  saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Optional[Tensor],
-                 grad_c_n: Optional[Tensor], batch_sizes: Optional[Tensor], alloc: Allocator = new_buffer,
+                 grad_c_n: Optional[Tensor], batch_sizes: Optional[Tensor], alloc: Optional[Allocator] = None,
                  configure: Optional[Callable] = None) -> Tuple[Tensor, ...]:
     """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
     shape; empty without projection), grad_h0, grad_c0. grad_h_n / grad_c_n
     None (a null pointer: zero) only for a launch that accepts it (the CPU's)."""
     hidden = c0.shape[1]
     proj_size = 0 if w_hr is None else w_hr.shape[0]
-    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, alloc)
+    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc))
 
     p = module.LstmBwdParams(
         sizes=_sizes(module, grad_y, c0.shape[0], hidden, proj_size, batch_sizes),
