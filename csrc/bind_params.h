@@ -37,10 +37,13 @@ Pointer to_pointer(py::handle value) {
 // Binds a params struct's fields as read-write properties and as keywords of
 // its constructor, Class(field=value, ...): filling a struct in one call
 // instead of one Python call per field (fused_lstm._params does, on every
-// launch; for a short sequence those calls cost more than the kernel).
+// launch; for a short sequence those calls cost more than the kernel). The
+// fields of a nested struct (the sizes) are keywords of the outer one too.
 template <class Class>
 class StructBinding {
  public:
+  using Setters = std::unordered_map<std::string, std::function<void(Class&, py::handle)>>;
+
   StructBinding(py::module_& m, const char* name, bool module_local)
       : cls_(m, name, py::module_local(module_local)), setters_(std::make_shared<Setters>()) {
     cls_.def(py::init([setters = setters_](const py::kwargs& fields) {
@@ -68,6 +71,15 @@ class StructBinding {
     return *this;
   }
 
+  // The struct-valued field as a whole (name) and each of its fields by its own name.
+  template <class Inner>
+  StructBinding& nested(const char* name, Inner Class::*field, const StructBinding<Inner>& inner) {
+    value(name, field);
+    for (const auto& [inner_name, set_inner] : *inner.setters())
+      (*setters_)[inner_name] = [field, set = set_inner](Class& self, py::handle value) { set(self.*field, value); };
+    return *this;
+  }
+
   template <class Pointer>
   StructBinding& pointer(const char* name, Pointer Class::*field) {
     auto set = [field](Class& self, py::handle value) { self.*field = to_pointer<Pointer>(value); };
@@ -77,8 +89,9 @@ class StructBinding {
     return *this;
   }
 
+  const std::shared_ptr<Setters>& setters() const { return setters_; }
+
  private:
-  using Setters = std::unordered_map<std::string, std::function<void(Class&, py::handle)>>;
   py::class_<Class> cls_;
   std::shared_ptr<Setters> setters_;
 };
@@ -107,8 +120,8 @@ inline void bind_params(py::module_& m, bool module_local) {
       .value("step", RecurrencePath::kStep)
       .value("persistent", RecurrencePath::kPersistent);
 
-  StructBinding<LstmSizes>(m, "LstmSizes", module_local)
-      .value("seq_len", &LstmSizes::seq_len)
+  StructBinding<LstmSizes> sizes(m, "LstmSizes", module_local);
+  sizes.value("seq_len", &LstmSizes::seq_len)
       .value("batch", &LstmSizes::batch)
       .value("hidden", &LstmSizes::hidden)
       .value("proj_size", &LstmSizes::proj_size)
@@ -116,7 +129,7 @@ inline void bind_params(py::module_& m, bool module_local) {
       .pointer("batch_sizes", &LstmSizes::batch_sizes);
 
   StructBinding<LstmFwdParams>(m, "LstmFwdParams", module_local)
-      .value("sizes", &LstmFwdParams::sizes)
+      .nested("sizes", &LstmFwdParams::sizes, sizes)
       .value("dtype", &LstmFwdParams::dtype)
       .value("workspace_bytes", &LstmFwdParams::workspace_bytes)
       .value("path", &LstmFwdParams::path)
@@ -141,7 +154,7 @@ inline void bind_params(py::module_& m, bool module_local) {
       .pointer("workspace", &LstmFwdParams::workspace);
 
   StructBinding<LstmBwdParams>(m, "LstmBwdParams", module_local)
-      .value("sizes", &LstmBwdParams::sizes)
+      .nested("sizes", &LstmBwdParams::sizes, sizes)
       .value("dtype", &LstmBwdParams::dtype)
       .value("workspace_bytes", &LstmBwdParams::workspace_bytes)
       .value("path", &LstmBwdParams::path)

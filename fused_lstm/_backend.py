@@ -7,8 +7,9 @@
 - "simt" (tests only, never chosen by itself): the CUDA kernels on CPU tensors,
   run by fused_lstm._simt, so the whole CUDA wiring is exercised without a GPU.
 
-FUSED_LSTM_BACKEND=reference|cpu|cuda|simt forces one (tests use it). Tensors that
-reach this module have been validated and made contiguous by fused_lstm._ops.
+FUSED_LSTM_BACKEND=reference|cpu|cuda|simt, read at import, forces one; tests set
+FORCED_BACKEND. Tensors that reach this module have been validated and made
+contiguous by fused_lstm._ops.
 """
 from __future__ import annotations
 
@@ -34,12 +35,19 @@ def build_info() -> dict:
     return dict(_C.build_info()) if _C is not None else {"cuda": False, "import_error": str(_IMPORT_ERROR)}
 
 
+# Read once: reading the environment on every call costs several microseconds
+# of a short call (os.environ.get raises and catches KeyError when unset).
+FORCED_BACKEND: Optional[str] = os.environ.get("FUSED_LSTM_BACKEND") or None
+
+_CPU = torch.device("cpu")  # (a tensor's .device makes a new object each time, slowly when cold)
+
+
 def cuda_kernels_available() -> bool:
     return _C is not None and hasattr(_C, "lstm_forward_cuda")
 
 
 def choose(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    forced = os.environ.get("FUSED_LSTM_BACKEND")
+    forced = FORCED_BACKEND
     if forced:
         if forced not in ("reference", "cpu", "cuda", "simt"):
             raise ValueError(f"FUSED_LSTM_BACKEND must be reference, cpu, cuda or simt, got {forced!r}")
@@ -112,8 +120,7 @@ def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
 
 def projects_input(x: Tensor) -> bool:
     """Whether projected_forward takes x: the CPU recurrence, float32/float64."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and choose(x.device, x.dtype) == "cpu")
+    return x.is_cpu and x.dtype in (torch.float32, torch.float64) and choose(_CPU, x.dtype) == "cpu"
 
 
 def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):

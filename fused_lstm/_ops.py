@@ -20,14 +20,15 @@ _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def _check_like(like_name: str, like: Tensor, named: Tuple[Tuple[str, Optional[Tensor], int], ...]) -> None:
     """Every (name, tensor, dim) given (not None) has like's dtype and device and dim dims."""
-    dtype, device = like.dtype, like.device
+    dtype, on_cpu = like.dtype, like.is_cpu
     for name, tensor, dim in named:
         if tensor is None:
             continue
         if tensor.dtype != dtype:
             raise TypeError(f"fused_lstm: {name} has dtype {tensor.dtype} but {like_name} has {dtype}")
-        if tensor.device != device:
-            raise ValueError(f"fused_lstm: {name} is on {tensor.device} but {like_name} is on {device}")
+        # (is_cpu first: .device makes a new object, slowly when cold)
+        if not (on_cpu and tensor.is_cpu) and tensor.device != like.device:
+            raise ValueError(f"fused_lstm: {name} is on {tensor.device} but {like_name} is on {like.device}")
         if tensor.dim() != dim:
             raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
 

@@ -46,10 +46,11 @@ def output_allocator(alloc: Optional[Allocator] = None) -> Allocator:
     return poisoned_buffer if POISON_OUTPUTS else torch.empty
 
 
-def _sizes(module, rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]):
-    return module.LstmSizes(seq_len=rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0],
-                            batch=batch, hidden=hidden, proj_size=proj_size,
-                            total_rows=rows_like.numel() // rows_like.shape[-1], batch_sizes=batch_sizes)
+def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]) -> dict:
+    """LstmSizes' fields, which the params structs' constructors take as keywords."""
+    return dict(seq_len=rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0], batch=batch,
+                hidden=hidden, proj_size=proj_size, total_rows=rows_like.numel() // rows_like.shape[-1],
+                batch_sizes=batch_sizes)
 
 
 def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
@@ -105,8 +106,8 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 
-    fields = dict(sizes=_sizes(module, gates_x, batch, hidden, 0 if w_hr is None else out_size, batch_sizes),
-                  dtype=getattr(module.DType, _DTYPE_NAMES[gates_x.dtype]), w_hh=w_hh, w_hr=w_hr, h0=h0, c0=c0,
+    fields = _size_fields(gates_x, batch, hidden, 0 if w_hr is None else out_size, batch_sizes)
+    fields.update(dtype=getattr(module.DType, _DTYPE_NAMES[gates_x.dtype]), w_hh=w_hh, w_hr=w_hr, h0=h0, c0=c0,
                   y=y, h_n=h_n, c_n=c_n, saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h)
     if projection is None:
         fields.update(gates_x=gates_x)
@@ -132,7 +133,7 @@ def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor],
     grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc))
 
     p = module.LstmBwdParams(
-        sizes=_sizes(module, grad_y, c0.shape[0], hidden, proj_size, batch_sizes),
+        **_size_fields(grad_y, c0.shape[0], hidden, proj_size, batch_sizes),
         dtype=getattr(module.DType, _DTYPE_NAMES[grad_y.dtype]), w_hh=w_hh, w_hr=w_hr, c0=c0,
         saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h, grad_y=grad_y, grad_h_n=grad_h_n,
         grad_c_n=grad_c_n, grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h0=grad_h0, grad_c0=grad_c0)

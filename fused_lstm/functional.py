@@ -81,9 +81,8 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     """
     # (Helpers are called only where they have work: in a short eager call
     # every Python frame counts, most of all when its code is out of cache.)
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _autocast(device_type, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
+    if torch._C._is_any_autocast_enabled() and torch.is_autocast_enabled(x.device.type):
+        x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0 = _autocast(x.device.type, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
     if reverse:
         if batch_sizes is not None and _reverse_index is None:
             _reverse_index = _packed_reverse_index(batch_sizes, x.device)

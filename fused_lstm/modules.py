@@ -186,7 +186,8 @@ class FusedLSTM(nn.Module):
                 if state.dtype != input.dtype:
                     raise RuntimeError(f"hidden state dtype ({state.dtype}) does not match input dtype "
                                        f"({input.dtype})")
-        if weight.device != input.device:
+        # (is_cpu first: .device makes a new object, slowly when cold)
+        if not (weight.is_cpu and input.is_cpu) and weight.device != input.device:
             raise RuntimeError(f"Input and parameter tensors are not at the same device, found input tensor at "
                                f"{input.device} and parameter tensor at {weight.device}")
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:

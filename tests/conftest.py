@@ -19,9 +19,17 @@ def _fresh_seed(request):
 
 @pytest.fixture
 def backend(request, monkeypatch):
-    """Forces fused_lstm's backend for the test (FUSED_LSTM_BACKEND)."""
-    monkeypatch.setenv("FUSED_LSTM_BACKEND", request.param)
+    """Forces fused_lstm's backend for the test (and, through the environment,
+    for any subprocess it starts)."""
+    force_backend(monkeypatch, request.param)
     return request.param
+
+
+def force_backend(monkeypatch, name: str) -> None:
+    from fused_lstm import _backend
+
+    monkeypatch.setattr(_backend, "FORCED_BACKEND", name)
+    monkeypatch.setenv("FUSED_LSTM_BACKEND", name)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -41,3 +41,10 @@ def test_pointer_fields_take_tensors_none_and_ints():
 def test_bad_fields_raise(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_nested_sizes_fields_are_keywords_of_the_params():
+    p = _C.LstmBwdParams(seq_len=4, batch=3, hidden=5, proj_size=2, total_rows=12)
+    assert (p.sizes.seq_len, p.sizes.batch, p.sizes.hidden, p.sizes.proj_size, p.sizes.total_rows) == (4, 3, 5, 2, 12)
+    whole = _C.LstmFwdParams(sizes=_C.LstmSizes(seq_len=7, batch=1, hidden=2, proj_size=0, total_rows=7))
+    assert (whole.sizes.seq_len, whole.sizes.total_rows) == (7, 7)

@@ -1,4 +1,5 @@
 """python -m fused_lstm info / demo, as a user runs them."""
+import os
 import subprocess
 import sys
 
@@ -27,3 +28,11 @@ def test_demo_checks_parity_and_times_both():
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": OK") == 2 and "FAIL" not in result.stdout
     assert "nn.LSTM ms" in result.stdout and "speed-up" in result.stdout
+
+
+def test_backend_forced_from_the_environment():
+    # FUSED_LSTM_BACKEND is read once, at import.
+    code = "import torch; from fused_lstm import _backend; print(_backend.choose(torch.device('cpu')))"
+    env = dict(os.environ, FUSED_LSTM_BACKEND="reference")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "reference"

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pack_sequence
 
 from fused_lstm import FusedLSTM, FusedLSTMCell
-from conftest import ATOL, assert_all_close
+from conftest import ATOL, assert_all_close, force_backend
 
 GRID = list(itertools.product([True, False], [False, True], [False, True], [0, 3], [1, 2],
                               [torch.float64, torch.float32]))
@@ -273,7 +273,7 @@ def test_fused_lstm_through_the_cuda_kernels_on_simt(config, packed, path, monke
     """FusedLSTM -> custom op -> _cuda_backend -> kernel sources (on the CPU), forward
     and backward, against nn.LSTM: the whole CUDA wiring without a GPU."""
     pytest.importorskip("fused_lstm._simt")
-    monkeypatch.setenv("FUSED_LSTM_BACKEND", "simt")
+    force_backend(monkeypatch, "simt")
     monkeypatch.setenv("FUSED_LSTM_CUDA_PATH", path)
     reference = nn.LSTM(4, 6, dtype=torch.float32, **config)
     fused = FusedLSTM.from_torch(reference)
@@ -291,7 +291,7 @@ def test_backward_through_one_output(backend, through, packed, monkeypatch):
     """A loss of one output only: the others' gradients reach the recurrence as None."""
     if backend == "simt":
         pytest.importorskip("fused_lstm._simt")
-    monkeypatch.setenv("FUSED_LSTM_BACKEND", backend)
+    force_backend(monkeypatch, backend)
     dtype = torch.float32 if backend == "simt" else torch.float64
     reference = nn.LSTM(4, 6, num_layers=2, dtype=dtype)
     fused = FusedLSTM.from_torch(reference)
@@ -356,3 +356,9 @@ def test_parametrized_and_replaced_weights_are_used():
     reference = nn.LSTM(3, 5, dtype=torch.float64)
     reference.load_state_dict({**plain.state_dict(), "weight_ih_l0": torch.zeros(20, 3, dtype=torch.float64)})
     assert_all_close(flat(plain(x)), flat(reference(x)), 1e-12, "plain tensor as weight_ih")
+
+
+def test_forced_backend_must_be_known(monkeypatch):
+    force_backend(monkeypatch, "gpu")
+    with pytest.raises(ValueError, match="FUSED_LSTM_BACKEND must be reference, cpu, cuda or simt, got 'gpu'"):
+        FusedLSTM(3, 4)(torch.randn(2, 1, 3))
