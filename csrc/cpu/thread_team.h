@@ -63,7 +63,7 @@ class ThreadTeam {
   alignas(64) std::atomic<int> arrived_{0};
   std::atomic<unsigned> barrier_generation_{0};
   std::atomic<int> barrier_sleepers_{0};
-  std::atomic<int64_t> wait_ns_{0};
+  std::atomic<uint64_t> wait_ticks_{0};  // members' barrier waits in this run (ticks(), thread_team.cpp)
 };
 
 }  // namespace fused_lstm::cpu
