@@ -48,12 +48,7 @@ class StructBinding {
       : cls_(m, name, py::module_local(module_local)), setters_(std::make_shared<Setters>()) {
     cls_.def(py::init([setters = setters_](const py::kwargs& fields) {
       Class self;
-      for (const auto& [key, value] : fields) {
-        const auto found = setters->find(py::cast<std::string>(key));
-        if (found == setters->end())
-          throw py::type_error(std::string(py::str(key)) + " is not a field of this struct");
-        found->second(self, value);
-      }
+      for (const auto& [key, value] : fields) set(*setters, self, key, value);
       return self;
     }));
   }
@@ -65,7 +60,7 @@ class StructBinding {
       try {
         self.*field = py::cast<T>(value);
       } catch (const py::cast_error&) {
-        throw py::type_error(std::string(name) + " cannot be a " + std::string(py::str(value.get_type())));
+        throw py::type_error(std::string(name) + " cannot be a " + Py_TYPE(value.ptr())->tp_name);
       }
     };
     return *this;
@@ -91,10 +86,71 @@ class StructBinding {
 
   const std::shared_ptr<Setters>& setters() const { return setters_; }
 
+  // Sets the field named `name` (a Python str) of self.
+  static void set(const Setters& setters, Class& self, py::handle name, py::handle value) {
+    const auto found = setters.find(py::cast<std::string>(name));
+    if (found == setters.end()) throw py::type_error(std::string(py::str(name)) + " is not a field of this struct");
+    found->second(self, value);
+  }
+
  private:
   py::class_<Class> cls_;
   std::shared_ptr<Setters> setters_;
 };
+
+// name(**fields): fills a Class from keyword arguments with binding's setters
+// and runs fn on it without the GIL. A plain METH_FASTCALL function, not a
+// pybind11 one and no params object: on the eager inference path, whose code
+// is out of cache after other work, pybind11's dispatcher and the object took
+// ~25 us of a ~250 us call (bench, T100 N1 H64). Exceptions map as pybind11's
+// defaults do (ArgumentError: ValueError; other errors: RuntimeError).
+template <class Class>
+void def_run_from_fields(py::module_& m, const char* name, void (*fn)(const Class&),
+                         const StructBinding<Class>& binding, const char* doc) {
+  struct State {
+    void (*fn)(const Class&);
+    std::shared_ptr<typename StructBinding<Class>::Setters> setters;
+  };
+  constexpr const char* kCapsule = "fused_lstm.run_from_fields";
+  auto run = [](PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* names) -> PyObject* {
+    const State& state = *static_cast<const State*>(PyCapsule_GetPointer(self, kCapsule));
+    try {
+      if (nargs != 0) throw py::type_error("takes keyword arguments only");
+      Class params;
+      const Py_ssize_t count = names ? PyTuple_GET_SIZE(names) : 0;
+      for (Py_ssize_t i = 0; i < count; ++i)
+        StructBinding<Class>::set(*state.setters, params, PyTuple_GET_ITEM(names, i), args[i]);
+      py::gil_scoped_release release;
+      state.fn(params);
+    } catch (py::error_already_set& e) {
+      e.restore();
+      return nullptr;
+    } catch (const py::builtin_exception& e) {
+      e.set_error();
+      return nullptr;
+    } catch (const std::bad_alloc&) {
+      PyErr_NoMemory();
+      return nullptr;
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+      return nullptr;
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+      return nullptr;
+    }
+    Py_RETURN_NONE;
+  };
+  // Both live as long as the module (the def must outlive the function object).
+  using FastWithKeywords = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+  auto* def = new PyMethodDef{
+      name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<FastWithKeywords>(run))),
+      METH_FASTCALL | METH_KEYWORDS, doc};
+  py::capsule state(new State{fn, binding.setters()}, kCapsule,
+                    [](PyObject* capsule) { delete static_cast<State*>(PyCapsule_GetPointer(capsule, kCapsule)); });
+  py::object function = py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, state.ptr(), m.attr("__name__").ptr()));
+  if (!function) throw py::error_already_set();
+  m.add_object(name, function);
+}
 
 // Runs fn(params) without the GIL.
 template <class Params, class Fn>
@@ -108,7 +164,12 @@ void def_run(py::module_& m, const char* name, Fn fn, const char* doc) {
       py::arg("params"), doc);
 }
 
-inline void bind_params(py::module_& m, bool module_local) {
+struct ParamsBindings {
+  StructBinding<LstmFwdParams> forward;
+  StructBinding<LstmBwdParams> backward;
+};
+
+inline ParamsBindings bind_params(py::module_& m, bool module_local) {
   py::enum_<DType>(m, "DType", py::module_local(module_local))
       .value("float32", DType::kFloat32)
       .value("float64", DType::kFloat64)
@@ -128,8 +189,8 @@ inline void bind_params(py::module_& m, bool module_local) {
       .value("total_rows", &LstmSizes::total_rows)
       .pointer("batch_sizes", &LstmSizes::batch_sizes);
 
-  StructBinding<LstmFwdParams>(m, "LstmFwdParams", module_local)
-      .nested("sizes", &LstmFwdParams::sizes, sizes)
+  StructBinding<LstmFwdParams> forward(m, "LstmFwdParams", module_local);
+  forward.nested("sizes", &LstmFwdParams::sizes, sizes)
       .value("dtype", &LstmFwdParams::dtype)
       .value("workspace_bytes", &LstmFwdParams::workspace_bytes)
       .value("path", &LstmFwdParams::path)
@@ -153,8 +214,8 @@ inline void bind_params(py::module_& m, bool module_local) {
       .pointer("stream", &LstmFwdParams::stream)
       .pointer("workspace", &LstmFwdParams::workspace);
 
-  StructBinding<LstmBwdParams>(m, "LstmBwdParams", module_local)
-      .nested("sizes", &LstmBwdParams::sizes, sizes)
+  StructBinding<LstmBwdParams> backward(m, "LstmBwdParams", module_local);
+  backward.nested("sizes", &LstmBwdParams::sizes, sizes)
       .value("dtype", &LstmBwdParams::dtype)
       .value("workspace_bytes", &LstmBwdParams::workspace_bytes)
       .value("path", &LstmBwdParams::path)
@@ -174,6 +235,7 @@ inline void bind_params(py::module_& m, bool module_local) {
       .pointer("grad_c0", &LstmBwdParams::grad_c0)
       .pointer("stream", &LstmBwdParams::stream)
       .pointer("workspace", &LstmBwdParams::workspace);
+  return {forward, backward};
 }
 
 }  // namespace fused_lstm::bindings

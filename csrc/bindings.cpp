@@ -57,9 +57,11 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fused_lstm compiled core (framework-free)";
 
-  bindings::bind_params(m, /*module_local=*/false);
+  const bindings::ParamsBindings params = bindings::bind_params(m, /*module_local=*/false);
 
   def_run<LstmFwdParams>(m, "lstm_forward_cpu", cpu::lstm_forward, "CPU forward recurrence");
+  bindings::def_run_from_fields(m, "lstm_forward_cpu_fields", cpu::lstm_forward, params.forward,
+                                "CPU forward recurrence from LstmFwdParams' fields as keywords");
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
   m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
   m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),

@@ -60,14 +60,16 @@ def choose(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     return "reference"
 
 
+# The CPU recurrence follows torch's intra-op thread count.
 def _cpu_threads(params) -> None:
-    # The CPU recurrence follows torch's intra-op thread count.
     params.num_threads = torch.get_num_threads()
 
 
-def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
-    return _params.run_forward(_C, _C.lstm_forward_cpu, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
-                               configure=_cpu_threads)
+def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=None):
+    outputs, fields = _params.forward_fields(_C, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
+                                             projection=projection)
+    _C.lstm_forward_cpu_fields(**fields, num_threads=torch.get_num_threads())
+    return outputs
 
 
 def _cpu_backward(*args):
@@ -126,8 +128,7 @@ def projects_input(x: Tensor) -> bool:
 def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
     """Inference of one layer and direction with the input projection inside
     the CPU recurrence; returns y, h_n, c_n."""
-    return _params.run_forward(_C, _C.lstm_forward_cpu, x, w_hh, w_hr, h0, c0, batch_sizes, None,
-                               configure=_cpu_threads, projection=(w_ih, b_ih, b_hh))
+    return _cpu_forward(x, w_hh, w_hr, h0, c0, batch_sizes, None, projection=(w_ih, b_ih, b_hh))
 
 
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):

@@ -85,11 +85,13 @@ def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor,
             alloc(c0.shape, dtype=dtype, device=device))
 
 
+Projection = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]  # w_ih, b_ih, b_hh
+
+
 def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
                 h0: Optional[Tensor], c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool],
                 alloc: Optional[Allocator] = None, configure: Optional[Callable] = None,
-                projection: Optional[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]] = None
-                ) -> Tuple[Tensor, ...]:
+                projection: Optional[Projection] = None) -> Tuple[Tensor, ...]:
     """Returns y, h_n, c_n, saved_gates, saved_c, saved_h (see _ops.recurrence_forward);
     what is not saved is an empty tensor. training=None: inference returning
     y, h_n, c_n only (no empty saved buffers to allocate).
@@ -97,6 +99,20 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
     projection = (w_ih, b_ih, b_hh): the first argument is then x, projected
     inside the recurrence (CPU only; params.h's input_size). h0 and c0 None:
     a zero initial state (CPU only)."""
+    outputs, fields = forward_fields(module, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, alloc, projection)
+    p = module.LstmFwdParams(**fields)
+    keep_alive = configure(p) if configure else None  # e.g. the workspace, until the launch is queued
+    launch(p)
+    del keep_alive
+    return outputs
+
+
+def forward_fields(module, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Optional[Tensor],
+                   c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool],
+                   alloc: Optional[Allocator] = None, projection: Optional[Projection] = None
+                   ) -> Tuple[Tuple[Tensor, ...], dict]:
+    """run_forward's outputs (unfilled) and the LstmFwdParams fields that fill
+    them, for a launcher that takes the fields themselves (lstm_forward_cpu_fields)."""
     if c0 is not None:
         batch, hidden, out_size = c0.shape[0], c0.shape[1], h0.shape[1]
     else:  # a zero state: the batch from the sequence, the rest from (checked) w_hh
@@ -114,11 +130,7 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
     else:
         w_ih, b_ih, b_hh = projection
         fields.update(x=gates_x, input_size=gates_x.shape[-1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
-    p = module.LstmFwdParams(**fields)
-    keep_alive = configure(p) if configure else None  # e.g. the workspace, until the launch is queued
-    launch(p)
-    del keep_alive
-    return outputs
+    return outputs, fields
 
 
 def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,

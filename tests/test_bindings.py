@@ -36,7 +36,7 @@ def test_pointer_fields_take_tensors_none_and_ints():
 @pytest.mark.parametrize("make, error, message", [
     (lambda: _C.LstmFwdParams(bogus=1), TypeError, "bogus is not a field"),
     (lambda: _C.LstmFwdParams(x="not a tensor"), AttributeError, "data_ptr"),
-    (lambda: _C.LstmSizes(seq_len="three"), TypeError, "seq_len cannot be a <class 'str'>"),
+    (lambda: _C.LstmSizes(seq_len="three"), TypeError, "seq_len cannot be a str"),
 ])
 def test_bad_fields_raise(make, error, message):
     with pytest.raises(error, match=message):
@@ -48,3 +48,19 @@ def test_nested_sizes_fields_are_keywords_of_the_params():
     assert (p.sizes.seq_len, p.sizes.batch, p.sizes.hidden, p.sizes.proj_size, p.sizes.total_rows) == (4, 3, 5, 2, 12)
     whole = _C.LstmFwdParams(sizes=_C.LstmSizes(seq_len=7, batch=1, hidden=2, proj_size=0, total_rows=7))
     assert (whole.sizes.seq_len, whole.sizes.total_rows) == (7, 7)
+
+
+def test_cpu_forward_from_fields_raises_like_the_pybind_launchers():
+    # lstm_forward_cpu_fields is a plain CPython function (no pybind11
+    # dispatcher): its errors must still come out as Python exceptions.
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        _C.lstm_forward_cpu_fields(1)
+    with pytest.raises(TypeError, match="bogus is not a field"):
+        _C.lstm_forward_cpu_fields(bogus=1)
+    with pytest.raises(ValueError, match="seq_len"):  # the core's own check (check_params)
+        _C.lstm_forward_cpu_fields(seq_len=0, batch=1, hidden=4, total_rows=0)
+    x = torch.randn(2, 1, 3)
+    with pytest.raises(ValueError, match="gates_x or x"):
+        _C.lstm_forward_cpu_fields(seq_len=2, batch=1, hidden=4, total_rows=2, input_size=3, x=x, gates_x=x,
+                                   w_hh=torch.randn(16, 4), w_ih=torch.randn(16, 3), y=torch.empty(2, 1, 4),
+                                   h_n=torch.empty(1, 4), c_n=torch.empty(1, 4))
