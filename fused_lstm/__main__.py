@@ -40,7 +40,7 @@ def info() -> int:
     if torch.cuda.is_available():
         devices += [f"torch sees {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     print(f"devices visible: {', '.join(devices)}")
-    print(f"backend for CPU tensors: {_backend.choose(torch.device('cpu'))}")
+    print(f"backend for CPU tensors: {_backend.choose('cpu')}")
     return 0
 
 

@@ -39,23 +39,23 @@ def build_info() -> dict:
 # of a short call (os.environ.get raises and catches KeyError when unset).
 FORCED_BACKEND: Optional[str] = os.environ.get("FUSED_LSTM_BACKEND") or None
 
-_CPU = torch.device("cpu")  # (a tensor's .device makes a new object each time, slowly when cold)
-
-
 def cuda_kernels_available() -> bool:
     return _C is not None and hasattr(_C, "lstm_forward_cuda")
 
 
-def choose(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+def choose(device_type: str, dtype: torch.dtype = torch.float32) -> str:
+    """The backend for tensors of this device type ("cpu", "cuda"; a
+    torch.device's .type, which takes ~10 us when its code is cold: callers on
+    the eager path pass a constant) and dtype."""
     forced = FORCED_BACKEND
     if forced:
         if forced not in ("reference", "cpu", "cuda", "simt"):
             raise ValueError(f"FUSED_LSTM_BACKEND must be reference, cpu, cuda or simt, got {forced!r}")
         return forced
     # The CUDA recurrence stores fp32/fp16/bf16; float64 on a GPU takes the reference.
-    if device.type == "cuda" and cuda_kernels_available() and dtype != torch.float64:
+    if device_type == "cuda" and cuda_kernels_available() and dtype != torch.float64:
         return "cuda"
-    if device.type == "cpu" and _C is not None:
+    if device_type == "cpu" and _C is not None:
         return "cpu"
     return "reference"
 
@@ -95,7 +95,8 @@ def _reference_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
 def _host_run(cpu_fn, reference_fn, device, dtype, args, storage_outputs):
     """Runs on the host backends; fp16/bf16 storage is computed in float32 (the
     kernels' accumulation type) and rounded back, on either of them."""
-    run = cpu_fn if choose(device, dtype) == "cpu" and device.type == "cpu" else reference_fn
+    device_type = device.type
+    run = cpu_fn if choose(device_type, dtype) == "cpu" and device_type == "cpu" else reference_fn
     if dtype in (torch.float16, torch.bfloat16):
         return _in_float32(run, args, dtype, storage_outputs)
     return run(*args)
@@ -113,7 +114,7 @@ def _kernel_module(backend: str):
 
 def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
     args = (gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
-    module = _kernel_module(choose(gates_x.device, gates_x.dtype))
+    module = _kernel_module(choose(gates_x.device.type, gates_x.dtype))
     if module is not None:
         from . import _cuda_backend
         return _cuda_backend.forward(*args, module=module)
@@ -122,7 +123,7 @@ def recurrence_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training):
 
 def projects_input(x: Tensor) -> bool:
     """Whether projected_forward takes x: the CPU recurrence, float32/float64."""
-    return x.is_cpu and x.dtype in (torch.float32, torch.float64) and choose(_CPU, x.dtype) == "cpu"
+    return x.is_cpu and x.dtype in (torch.float32, torch.float64) and choose("cpu", x.dtype) == "cpu"
 
 
 def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
@@ -134,7 +135,7 @@ def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     """grad_h_n / grad_c_n may be None (zero): the CPU recurrence and the
     reference take that as it is; the CUDA kernels get zero tensors."""
-    module = _kernel_module(choose(grad_y.device, grad_y.dtype))
+    module = _kernel_module(choose(grad_y.device.type, grad_y.dtype))
     if module is not None:
         grad_h_n = grad_y.new_zeros(c0.shape[0], grad_y.shape[-1]) if grad_h_n is None else grad_h_n
         grad_c_n = torch.zeros_like(c0, dtype=grad_y.dtype) if grad_c_n is None else grad_c_n

@@ -314,7 +314,7 @@ class FusedLSTMCell(nn.Module):
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         self._check_forward_args(input, hx)
         h, c = functional.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        if torch.is_autocast_enabled(input.device.type):
+        if torch._C._is_any_autocast_enabled() and torch.is_autocast_enabled(input.device.type):
             # nn.LSTMCell's gates come out of autocast GEMMs, then meet c_prev: its
             # outputs take the promoted dtype of the two.
             dtype = torch.promote_types(torch.get_autocast_dtype(input.device.type), hx[1].dtype)

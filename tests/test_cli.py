@@ -32,7 +32,7 @@ def test_demo_checks_parity_and_times_both():
 
 def test_backend_forced_from_the_environment():
     # FUSED_LSTM_BACKEND is read once, at import.
-    code = "import torch; from fused_lstm import _backend; print(_backend.choose(torch.device('cpu')))"
+    code = "import torch; from fused_lstm import _backend; print(_backend.choose('cpu'))"
     env = dict(os.environ, FUSED_LSTM_BACKEND="reference")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "reference"
