@@ -65,9 +65,9 @@ def _cpu_threads(params) -> None:
     params.num_threads = torch.get_num_threads()
 
 
-def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=None):
+def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=None, state_prefix=()):
     outputs, fields = _params.forward_fields(_C, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
-                                             projection=projection)
+                                             projection=projection, state_prefix=state_prefix)
     _C.lstm_forward_cpu_fields(**fields, num_threads=torch.get_num_threads())
     return outputs
 
@@ -126,10 +126,11 @@ def projects_input(x: Tensor) -> bool:
     return x.is_cpu and x.dtype in (torch.float32, torch.float64) and choose("cpu", x.dtype) == "cpu"
 
 
-def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
+def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, state_prefix=()):
     """Inference of one layer and direction with the input projection inside
-    the CPU recurrence; returns y, h_n, c_n."""
-    return _cpu_forward(x, w_hh, w_hr, h0, c0, batch_sizes, None, projection=(w_ih, b_ih, b_hh))
+    the CPU recurrence; returns y, h_n, c_n (see _params.forward_outputs for state_prefix)."""
+    return _cpu_forward(x, w_hh, w_hr, h0, c0, batch_sizes, None, projection=(w_ih, b_ih, b_hh),
+                        state_prefix=state_prefix)
 
 
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):

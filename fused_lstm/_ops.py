@@ -112,11 +112,13 @@ recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", m
 
 def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
                           w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
-                          batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                          batch_sizes: Optional[Tensor], state_prefix: Tuple[int, ...] = ()
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
     """Inference of one layer and direction from x itself: the CPU recurrence
     computes x @ w_ih^T + b_ih + b_hh inside (see params.h's input_size), so
     gates_x is never written to memory. Only where _backend.projects_input(x).
-    h0 and c0 None: a zero initial state."""
+    h0 and c0 None: a zero initial state. state_prefix=(1,): h_n and c_n come
+    out [1, N, ...]."""
     check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, sequence_name="x", sequence_width=w_ih.shape[-1])
     hidden = w_hh.shape[0] // 4  # checked
     _check_like("x", x, (("w_ih", w_ih, 2), ("b_ih", b_ih, 1), ("b_hh", b_hh, 1)))
@@ -129,7 +131,7 @@ def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh:
             raise ValueError(f"fused_lstm: {name} must have shape {(4 * hidden,)}, got {tuple(bias.shape)}")
     contiguous = [t.contiguous() if t is not None else None
                   for t in (x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)]
-    return _backend.projected_forward(*contiguous)
+    return _backend.projected_forward(*contiguous, state_prefix)
 
 
 @recurrence_forward.register_fake

@@ -54,14 +54,17 @@ def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, bat
 
 
 def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
-                    training: Optional[bool], alloc: Allocator) -> Tuple[Tensor, ...]:
+                    training: Optional[bool], alloc: Allocator, state_prefix: Tuple[int, ...] = ()
+                    ) -> Tuple[Tensor, ...]:
     """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
     saved_c, saved_h; what is not saved is empty. Also the op's fake kernel.
     Of gates_x (or x, when the input is projected inside) only the leading
-    dims, dtype and device are used."""
+    dims, dtype and device are used. h_n and c_n are [*state_prefix, N, ...]
+    (state_prefix=(1,): nn.LSTM's stacked layout of one layer, without a view op)."""
     device, dtype = gates_x.device, gates_x.dtype
     outputs = (alloc((*gates_x.shape[:-1], out_size), dtype=dtype, device=device),
-               alloc((batch, out_size), dtype=dtype, device=device), alloc((batch, hidden), dtype=dtype, device=device))
+               alloc((*state_prefix, batch, out_size), dtype=dtype, device=device),
+               alloc((*state_prefix, batch, hidden), dtype=dtype, device=device))
     if training is None:  # inference without the op's empty saved buffers
         return outputs
     acc = accumulate_dtype(dtype)
@@ -109,16 +112,17 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
 
 def forward_fields(module, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Optional[Tensor],
                    c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool],
-                   alloc: Optional[Allocator] = None, projection: Optional[Projection] = None
-                   ) -> Tuple[Tuple[Tensor, ...], dict]:
-    """run_forward's outputs (unfilled) and the LstmFwdParams fields that fill
-    them, for a launcher that takes the fields themselves (lstm_forward_cpu_fields)."""
+                   alloc: Optional[Allocator] = None, projection: Optional[Projection] = None,
+                   state_prefix: Tuple[int, ...] = ()) -> Tuple[Tuple[Tensor, ...], dict]:
+    """run_forward's outputs (unfilled; state_prefix: see forward_outputs) and
+    the LstmFwdParams fields that fill them, for a launcher that takes the
+    fields themselves (lstm_forward_cpu_fields)."""
     if c0 is not None:
         batch, hidden, out_size = c0.shape[0], c0.shape[1], h0.shape[1]
     else:  # a zero state: the batch from the sequence, the rest from (checked) w_hh
         batch = gates_x.shape[1] if batch_sizes is None else int(batch_sizes[0])
         hidden, out_size = w_hh.shape[0] // 4, w_hh.shape[1]
-    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc))
+    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc), state_prefix)
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 

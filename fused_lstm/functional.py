@@ -70,14 +70,16 @@ def _zero_state(x: Tensor, w_hh: Tensor, batch_sizes: Optional[Tensor]) -> Tuple
 def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
                w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
                batch_sizes: Optional[Tensor] = None, reverse: bool = False,
-               _reverse_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+               _reverse_index: Optional[Tensor] = None, _stacked_states: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor]:
     """One layer, one direction.
 
     x: [T, N, I] or packed [rows, I] with batch_sizes; h0 [N, H_out], c0 [N, H],
     or both None for a zero initial state.
     Returns y (x's layout, last dim H_out), h_n [N, H_out], c_n [N, H].
     reverse runs the sequence backwards in time (each packed sequence within
-    its own length), as nn.LSTM's reverse direction does.
+    its own length), as nn.LSTM's reverse direction does. (_stacked_states:
+    h_n and c_n as [1, N, ...], for lstm's single layer and direction.)
     """
     # (Helpers are called only where they have work: in a short eager call
     # every Python frame counts, most of all when its code is out of cache.)
@@ -94,22 +96,24 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     # through the custom op. Only the projected path takes a None (zero) state.
     eager_inference = not training and type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
     if eager_inference and projects_input(x):
-        y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
+        y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes,
+                                            (1,) if _stacked_states else ())
     else:
         if h0 is None:
             h0, c0 = _zero_state(x, w_hh, batch_sizes)
         gates_x = _input_gates(x, w_ih, b_ih, b_hh)
         run = run_recurrence_forward if eager_inference else recurrence_forward
         y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
+        if _stacked_states:
+            h_n, c_n = h_n.unsqueeze(0), c_n.unsqueeze(0)
     if reverse:
         y = _reverse_time(y, batch_sizes, _reverse_index)
     return y, h_n, c_n
 
 
 def lstm(x: Tensor, hx: Optional[Tuple[Tensor, Tensor]], weights: Sequence[Sequence[Optional[Tensor]]],
-         num_layers: int,
-         dropout: float = 0.0, training: bool = False, bidirectional: bool = False, proj_size: int = 0,
-         batch_sizes: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+         num_layers: int, dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
+         proj_size: int = 0, batch_sizes: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Multi-layer, optionally bidirectional LSTM (nn.LSTM's _VF.lstm, time-major).
 
     x: [T, N, I] or packed [rows, I] with batch_sizes.
@@ -119,6 +123,7 @@ def lstm(x: Tensor, hx: Optional[Tuple[Tensor, Tensor]], weights: Sequence[Seque
     Returns output (x's layout, last dim D*H_out), h_n [L*D, N, H_out], c_n [L*D, N, H].
     """
     directions = 2 if bidirectional else 1
+    single = num_layers * directions == 1  # then lstm_layer gives h_n, c_n as [1, N, ...]
     reverse_index = None
     if bidirectional and batch_sizes is not None:
         reverse_index = _packed_reverse_index(batch_sizes, x.device)
@@ -132,15 +137,16 @@ def lstm(x: Tensor, hx: Optional[Tuple[Tensor, Tensor]], weights: Sequence[Seque
             w_ih, w_hh, b_ih, b_hh, w_hr = weights[index]
             h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
             y, h, c = lstm_layer(layer_input, w_ih, w_hh, b_ih, b_hh, w_hr if proj_size > 0 else None,
-                                 h0, c0, batch_sizes, reverse=direction == 1, _reverse_index=reverse_index)
+                                 h0, c0, batch_sizes, reverse=direction == 1, _reverse_index=reverse_index,
+                                 _stacked_states=single)
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)
         layer_input = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, p=dropout, training=True)
-    if len(h_n) == 1:  # a view, no copy
-        return layer_input, h_n[0].unsqueeze(0), c_n[0].unsqueeze(0)
+    if single:
+        return layer_input, h_n[0], c_n[0]
     return layer_input, torch.stack(h_n), torch.stack(c_n)
 
 
