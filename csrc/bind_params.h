@@ -147,7 +147,8 @@ void def_run_from_fields(py::module_& m, const char* name, void (*fn)(const Clas
       METH_FASTCALL | METH_KEYWORDS, doc};
   py::capsule state(new State{fn, binding.setters()}, kCapsule,
                     [](PyObject* capsule) { delete static_cast<State*>(PyCapsule_GetPointer(capsule, kCapsule)); });
-  py::object function = py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, state.ptr(), m.attr("__name__").ptr()));
+  py::object function =
+      py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, state.ptr(), m.attr("__name__").ptr()));
   if (!function) throw py::error_already_set();
   m.add_object(name, function);
 }

@@ -39,6 +39,7 @@ def build_info() -> dict:
 # of a short call (os.environ.get raises and catches KeyError when unset).
 FORCED_BACKEND: Optional[str] = os.environ.get("FUSED_LSTM_BACKEND") or None
 
+
 def cuda_kernels_available() -> bool:
     return _C is not None and hasattr(_C, "lstm_forward_cuda")
 
@@ -60,7 +61,7 @@ def choose(device_type: str, dtype: torch.dtype = torch.float32) -> str:
     return "reference"
 
 
-# The CPU recurrence follows torch's intra-op thread count.
+# CPU launches follow torch's intra-op thread count.
 def _cpu_threads(params) -> None:
     params.num_threads = torch.get_num_threads()
 

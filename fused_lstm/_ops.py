@@ -33,8 +33,8 @@ def _check_like(like_name: str, like: Tensor, named: Tuple[Tuple[str, Optional[T
             raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
 
 
-def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
-                          batch_sizes: Optional[Tensor], check_values: bool = True,
+def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Optional[Tensor],
+                          c0: Optional[Tensor], batch_sizes: Optional[Tensor], check_values: bool = True,
                           sequence_name: str = "gates_x", sequence_width: Optional[int] = None) -> None:
     """Raises ValueError/TypeError naming the argument before any kernel runs.
     check_values=False skips what needs batch_sizes' values (fake tensors).
