@@ -1,6 +1,7 @@
-// pybind11 module fused_lstm._C: the params structs (pointers as integers),
-// the CPU recurrence and, when built with nvcc, the CUDA launchers. No libtorch:
-// fused_lstm/_backend.py fills the structs from tensors' data_ptr().
+// pybind11 module fused_lstm._C: the params structs (pointer fields read as
+// integers and take tensors, None or integers), the CPU recurrence and, when
+// built with nvcc, the CUDA launchers. No libtorch: fused_lstm/_params.py
+// fills the structs from tensors (their data_ptr()).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
