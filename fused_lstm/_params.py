@@ -53,6 +53,13 @@ def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, bat
                 batch_sizes=batch_sizes)
 
 
+def zero_state_sizes(sequence: Tensor, w_hh: Tensor, batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
+    """(batch, hidden, out_size) of a zero initial state (h0 = c0 = None): the
+    batch from the sequence (dense [T, N, ...] or packed), the rest from w_hh."""
+    batch = sequence.shape[1] if batch_sizes is None else int(batch_sizes[0])
+    return batch, w_hh.shape[0] // 4, w_hh.shape[1]
+
+
 def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
                     training: Optional[bool], alloc: Allocator, state_prefix: Tuple[int, ...] = ()
                     ) -> Tuple[Tensor, ...]:
@@ -119,9 +126,8 @@ def forward_fields(module, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]
     fields themselves (lstm_forward_cpu_fields)."""
     if c0 is not None:
         batch, hidden, out_size = c0.shape[0], c0.shape[1], h0.shape[1]
-    else:  # a zero state: the batch from the sequence, the rest from (checked) w_hh
-        batch = gates_x.shape[1] if batch_sizes is None else int(batch_sizes[0])
-        hidden, out_size = w_hh.shape[0] // 4, w_hh.shape[1]
+    else:
+        batch, hidden, out_size = zero_state_sizes(gates_x, w_hh, batch_sizes)
     outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc), state_prefix)
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ._backend import projects_input
 from ._ops import recurrence_forward, run_projected_forward, run_recurrence_forward
+from ._params import zero_state_sizes
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
 
@@ -63,8 +64,8 @@ def _reverse_time(x: Tensor, batch_sizes: Optional[Tensor], index: Optional[Tens
 
 
 def _zero_state(x: Tensor, w_hh: Tensor, batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    batch = x.shape[1] if batch_sizes is None else int(batch_sizes[0])
-    return x.new_zeros((batch, w_hh.shape[1])), x.new_zeros((batch, w_hh.shape[0] // 4))
+    batch, hidden, out_size = zero_state_sizes(x, w_hh, batch_sizes)
+    return x.new_zeros((batch, out_size)), x.new_zeros((batch, hidden))
 
 
 def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
