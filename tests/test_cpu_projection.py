@@ -1,6 +1,7 @@
 """The CPU recurrence with the input projection inside (params.h's input_size:
 x @ W_ih^T + b_ih + b_hh computed by each team member for its own units, a
-chunk of steps ahead) against the reference fed with that projection:
+chunk of steps ahead, or at N = 1 folded into the steps) against the
+reference fed with that projection:
 float64 to 1e-10, float32 to 5e-5, dense and packed, with and without bias
 and projection, sequences long enough to cross chunks; bit-identical across
 runs and thread counts; a None (zero) initial state bit-identical to zero
@@ -41,6 +42,7 @@ SHAPES = [  # T, N, I, H, P: odd sizes, one and many blocks, chunks of several s
     (1, 1, 1, 1, 0), (5, 3, 7, 9, 0), (7, 4, 33, 33, 0), (6, 5, 20, 33, 7), (3, 70, 10, 35, 0),
     (300, 1, 8, 20, 0), (90, 3, 16, 130, 0), (40, 9, 50, 96, 40),
     (4, 8, 2100, 20, 0),  # x @ W_ih^T cut into depth chunks (panel_product.h)
+    (21, 1, 200, 70, 0), (40, 1, 16, 130, 24),  # one sequence: the projection folded into the steps
 ]
 
 
@@ -61,6 +63,38 @@ def test_matches_reference(shape, bias, packed, dtype, isa):
     assert_close(out["y"], ref_y, tol, "y")
     assert_close(out["h_n"], ref_h, tol, "h_n")
     assert_close(out["c_n"], ref_c, tol, "c_n")
+
+
+FOLD_SHAPES = [  # T, I, H, P at N = 1: steps fewer than the ring and the rows folded ahead, unit
+    # blocks not in pairs, W_ih deeper and shallower than W_hh, a projection
+    (1, 5, 20, 0), (3, 7, 33, 0), (6, 40, 130, 0), (21, 200, 70, 0), (40, 16, 130, 24), (13, 3, 300, 0),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", FOLD_SHAPES, ids=lambda s: "T{}I{}H{}P{}".format(*s))
+def test_single_sequence_is_bit_identical_to_its_batched_run(shape, dtype, isa):
+    # At N = 1 the AVX-512 kernel folds the projection of later rows into each
+    # step's recurrent product (forward.h fold_step); at N = 2 it projects
+    # chunks of steps. Same FMA chains, so the same bits, on any thread count.
+    T, I, H, P = shape
+    both = make_projected_problem(T, 2, I, H, P, dtype, packed=False, bias=True, seed=T * H + I)
+    first = dict(both, N=1, rows=T, x=both["x"][:, :1].contiguous(), gates_x=both["gates_x"][:, :1],
+                 h0=both["h0"][:1], c0=both["c0"][:1])
+    ref_y, ref_h, ref_c = reference.recurrence_forward(first["gates_x"], first["w_hh"], first["w_hr"], first["h0"],
+                                                       first["c0"], None)[:3]
+    with cpu_isa(isa):
+        batched = run_projected(both, num_threads=2)
+        for threads in (1, 2, 3):
+            with torch_threads(threads):
+                alone = run_projected(first, num_threads=threads)
+            assert_close(alone["y"], ref_y, TOLERANCE[dtype], "y")
+            assert_close(alone["h_n"], ref_h, TOLERANCE[dtype], "h_n")
+            assert_close(alone["c_n"], ref_c, TOLERANCE[dtype], "c_n")
+            assert torch.equal(alone["y"], batched["y"].reshape(T, 2, -1)[:, 0]), f"y ({threads} threads)"
+            assert torch.equal(alone["h_n"], batched["h_n"][:1]), f"h_n ({threads} threads)"
+            assert torch.equal(alone["c_n"], batched["c_n"][:1]), f"c_n ({threads} threads)"
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -1,8 +1,9 @@
 // Forward recurrence, run by every member of the thread team for its own
 // blocks of hidden units, all steps (see recurrence_plan.h for the partition).
 // With the input projection inside (p.projects_input()), every chunk of steps
-// starts with gates_chunk = x @ W_ih^T + b for the member's own units: the
-// member alone reads what it wrote, so this needs no barrier.
+// starts with gates_chunk = x @ W_ih^T + b for the member's own units, or at
+// N = 1 each step folds the next rows' projection into its recurrent product
+// (fold_step): the member alone reads what it wrote, so this needs no barrier.
 // Per step t (rows = batch at t):
 //   pre[n][g*H+j] = gates_x[row][g*H+j] + sum_k h_{t-1}[n][k] * W_hh[g*H+j][k]
 //   gate math (lstm_math.h, vectorised) -> c_t (member-private), h_t
@@ -140,60 +141,111 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     }
   }
 
-  // x @ W_ih^T + b for the rows of steps [t, t + chunk_steps), own units.
+  // With the projection inside, gates_chunk holds x @ W_ih^T + b for the
+  // member's units: in chunks of steps (project_chunk) or, when the plan
+  // folds (N = 1) and the ISA has the registers, in a ring of kFoldRingRows
+  // rows that every step refills by folding the projection of the next
+  // kFoldRows rows, for one unit block in kFoldRows, into its recurrent
+  // product (fold_step).
+  const bool folds = kAccumulatorRegisters >= 24 && plan.fold_projection;
   int64_t chunk_row0 = 0, chunk_end = 0;
+  auto chunk_slot = [&](int64_t row, int64_t b) {
+    return gates_chunk + (b * plan.chunk_rows + (folds ? row % kFoldRingRows : row - chunk_row0)) * 4 * W;
+  };
+  auto store_projection = [&](int64_t row, int64_t b, const V* acc) {
+    T* out = chunk_slot(row, b);
+    for (int g = 0; g < 4; ++g) (acc[g] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
+  };
+  // Rows [row0, row0 + rows) of x @ W_ih^T + b, own units.
+  auto project_rows = [&](int64_t row0, int64_t rows) {
+    product_over_blocks<T, 4>(units, x + row0 * I, I, rows, I, partial, ih_panel,
+                              [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, acc); });
+  };
+  // The rows of steps [t, t + chunk_steps).
   auto project_chunk = [&](int64_t t, int64_t row0) {
     chunk_row0 = row0;
     chunk_end = t + plan.chunk_steps < s.seq_len ? t + plan.chunk_steps : s.seq_len;
     int64_t rows = 0;
     for (int64_t u = t; u < chunk_end; ++u) rows += rows_at(s, u);
-    product_over_blocks<T, 4>(units, x + row0 * I, I, rows, I, partial, ih_panel,
-                              [&](int64_t n, int64_t b, const V* acc) {
-      T* out = gates_chunk + (b * plan.chunk_rows + n) * 4 * W;
-      for (int g = 0; g < 4; ++g) (acc[g] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
-    });
+    project_rows(row0, rows);
   };
   // Gate g's input part of the pre-activation of unit block b, row `row`.
   auto input_gate = [&](int64_t row, int64_t b, int g) {
-    if (p.projects_input()) return V::load(gates_chunk + ((b * plan.chunk_rows + row - chunk_row0) * 4 + g) * W);
+    if (p.projects_input()) return V::load(chunk_slot(row, b) + g * W);
     return load_partial(gates_x + row * 4 * H + g * H + b * W, H - b * W);
   };
 
-  int64_t row0 = 0;
+  // The step's gate math on the accumulated recurrent product of block b, row n.
+  int64_t row0 = 0, next_rows = 0;  // rows n >= next_rows end at this step
+  T* h_next = nullptr;
+  auto finish_units = [&](int64_t n, int64_t b, const V* acc) {
+    const int64_t row = row0 + n, j0 = b * W, count = H - j0;
+    T* c_slot = cell_state + (b * N + n) * W;
+    V c, h;
+    const LstmGates<V> gates =
+        lstm_cell_forward(acc[0] + input_gate(row, b, 0), acc[1] + input_gate(row, b, 1),
+                          acc[2] + input_gate(row, b, 2), acc[3] + input_gate(row, b, 3), V::load(c_slot), c, h);
+    c.store(c_slot);
+    if (saved_gates) {
+      T* sg = saved_gates + row * 4 * H + j0;
+      store_partial(sg, gates.i, count);
+      store_partial(sg + H, gates.f, count);
+      store_partial(sg + 2 * H, gates.g, count);
+      store_partial(sg + 3 * H, gates.o, count);
+      store_partial(saved_c + row * H + j0, c, count);
+      if (P > 0) store_partial(saved_h + row * H + j0, h, count);
+    }
+    if (n >= next_rows) store_partial(c_n + n * H + j0, c, count);
+    if (P > 0) {
+      h.store(h_cell + n * cell_stride + j0);
+    } else {
+      store_partial(h_next + n * O + j0, h, count);
+      store_partial(y + row * O + j0, h, count);
+      if (n >= next_rows) store_partial(h_n + n * O + j0, h, count);
+    }
+  };
+
+  // Step t at N = 1, folding: unit blocks in pairs (as product_over_blocks
+  // groups them at one row); block u of the member's (u = 0, 1, ...) also
+  // projects rows [t + 1, t + 1 + kFoldRows) at the steps t = u mod kFoldRows,
+  // so each row's projection is in the ring before its step, and a pair
+  // never has two blocks folding at once.
+  auto fold_step = [&](int64_t t, const T* h_prev) {
+    const int64_t ahead = std::min<int64_t>(kFoldRows, s.seq_len - 1 - t);
+    for (int64_t b = units.begin; b < units.end; b += 2) {
+      const int pair = b + 1 < units.end ? 2 : 1;
+      int64_t folding = -1;
+      for (int64_t q = b; q < b + pair; ++q)
+        if ((q - units.begin) % kFoldRows == t % kFoldRows) folding = q;
+      auto finish = [&](int64_t n, int i, const V* acc) { finish_units(n, b + i, acc); };
+      auto projected = [&](int64_t r, const V* acc) { store_projection(t + 1 + r, folding, acc); };
+      const T* panels[2] = {hh_panel(b), hh_panel(b + pair - 1)};
+      if (ahead > 0 && folding >= 0) {
+        const T* x_rows = x + (t + 1) * I;
+        if (pair == 2)
+          fold_rows<T, 2, kFoldRows>(ahead, h_prev, O, panels, x_rows, I, I, ih_panel(folding), finish, projected);
+        else
+          fold_rows<T, 1, kFoldRows>(ahead, h_prev, O, panels, x_rows, I, I, ih_panel(folding), finish, projected);
+      } else if (pair == 2) {
+        panel_product<T, 2, 4>(h_prev, O, 1, O, panels, partial, finish);
+      } else {
+        panel_product<T, 1, 4>(h_prev, O, 1, O, panels, partial, finish);
+      }
+    }
+  };
+
+  if (folds) project_rows(0, std::min<int64_t>(kFoldRows, s.seq_len));
   for (int64_t t = 0; t < s.seq_len; ++t) {
     const int64_t rows = rows_at(s, t);
-    const int64_t next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;  // rows n >= next_rows end at t
+    next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;
     const T* h_prev = static_cast<const T*>(plan.h_buffers[t & 1]);
-    T* h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
-    if (p.projects_input() && t == chunk_end) project_chunk(t, row0);
-
-    product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel,
-                              [&](int64_t n, int64_t b, const V* acc) {
-      const int64_t row = row0 + n, j0 = b * W, count = H - j0;
-      T* c_slot = cell_state + (b * N + n) * W;
-      V c, h;
-      const LstmGates<V> gates =
-          lstm_cell_forward(acc[0] + input_gate(row, b, 0), acc[1] + input_gate(row, b, 1),
-                            acc[2] + input_gate(row, b, 2), acc[3] + input_gate(row, b, 3), V::load(c_slot), c, h);
-      c.store(c_slot);
-      if (saved_gates) {
-        T* sg = saved_gates + row * 4 * H + j0;
-        store_partial(sg, gates.i, count);
-        store_partial(sg + H, gates.f, count);
-        store_partial(sg + 2 * H, gates.g, count);
-        store_partial(sg + 3 * H, gates.o, count);
-        store_partial(saved_c + row * H + j0, c, count);
-        if (P > 0) store_partial(saved_h + row * H + j0, h, count);
-      }
-      if (n >= next_rows) store_partial(c_n + n * H + j0, c, count);
-      if (P > 0) {
-        h.store(h_cell + n * cell_stride + j0);
-      } else {
-        store_partial(h_next + n * O + j0, h, count);
-        store_partial(y + row * O + j0, h, count);
-        if (n >= next_rows) store_partial(h_n + n * O + j0, h, count);
-      }
-    });
+    h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
+    if (folds) {
+      fold_step(t, h_prev);
+    } else {
+      if (p.projects_input() && t == chunk_end) project_chunk(t, row0);
+      product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel, finish_units);
+    }
     plan.team->barrier();
 
     if (P > 0) {
