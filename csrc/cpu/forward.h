@@ -80,6 +80,10 @@ void pack_gate_panel(const T* w, int64_t H, int64_t depth, int64_t b, T* panel) 
   }
 }
 
+// Whether this ISA has the registers for fold_step's folded products (24
+// accumulators beside the loaded weights and a broadcast).
+constexpr bool kFoldsProjection = kAccumulatorRegisters >= 24;
+
 template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   using V = Vec<T>;
   constexpr int64_t W = V::width;
@@ -143,11 +147,11 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
 
   // With the projection inside, gates_chunk holds x @ W_ih^T + b for the
   // member's units: in chunks of steps (project_chunk) or, when the plan
-  // folds (N = 1) and the ISA has the registers, in a ring of kFoldRingRows
+  // folds (N = 1, an ISA with the registers), in a ring of kFoldRingRows
   // rows that every step refills by folding the projection of the next
   // kFoldRows rows, for one unit block in kFoldRows, into its recurrent
   // product (fold_step).
-  const bool folds = kAccumulatorRegisters >= 24 && plan.fold_projection;
+  const bool folds = kFoldsProjection && plan.fold_projection;
   int64_t chunk_row0 = 0, chunk_end = 0;
   auto chunk_slot = [&](int64_t row, int64_t b) {
     return gates_chunk + (b * plan.chunk_rows + (folds ? row % kFoldRingRows : row - chunk_row0)) * 4 * W;

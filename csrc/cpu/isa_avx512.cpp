@@ -13,7 +13,8 @@ const IsaKernels& avx512_kernels() {
                                   &avx512::forward_member<float>,
                                   &avx512::forward_member<double>,
                                   &avx512::backward_member<float>,
-                                  &avx512::backward_member<double>};
+                                  &avx512::backward_member<double>,
+                                  avx512::kFoldsProjection};
   return kernels;
 }
 

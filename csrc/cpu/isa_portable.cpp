@@ -13,7 +13,8 @@ const IsaKernels& portable_kernels() {
                                   &portable::forward_member<float>,
                                   &portable::forward_member<double>,
                                   &portable::backward_member<float>,
-                                  &portable::backward_member<double>};
+                                  &portable::backward_member<double>,
+                                  portable::kFoldsProjection};
   return kernels;
 }
 

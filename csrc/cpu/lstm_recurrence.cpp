@@ -150,10 +150,10 @@ int64_t l2_bytes() {
 }
 
 template <class T>
-void plan_input_chunks(const LstmSizes& s, int64_t input_size, RecurrencePlan& plan) {
+void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, RecurrencePlan& plan) {
   const int64_t blocks_per_member = (plan.unit_blocks + plan.members - 1) / plan.members;
   const int64_t slice_bytes = blocks_per_member * 4 * plan.width * (input_size + s.out_size()) * int64_t(sizeof(T));
-  plan.fold_projection = s.batch == 1 && slice_bytes <= l2_bytes();
+  plan.fold_projection = isa_folds && s.batch == 1 && slice_bytes <= l2_bytes();
   const int64_t row_bytes = blocks_per_member * 4 * plan.width * static_cast<int64_t>(sizeof(T));
   const int64_t rows = plan.fold_projection
                            ? kFoldRingRows
@@ -164,12 +164,12 @@ void plan_input_chunks(const LstmSizes& s, int64_t input_size, RecurrencePlan& p
 }
 
 template <class T>
-void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width) {
+void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_folds) {
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, O = s.out_size(), N = s.batch, I = p.input_size;
   RecurrencePlan plan = sized_plan(s, p.num_threads, width);
   plan.forward = &p;
-  if (p.projects_input()) plan_input_chunks<T>(s, I, plan);
+  if (p.projects_input()) plan_input_chunks<T>(s, I, isa_folds, plan);
   const size_t ih = workspace.reserve<T>(plan.unit_blocks * I * 4 * width);
   const size_t bias = workspace.reserve<T>(p.projects_input() ? plan.unit_blocks * 4 * width : 0);
   const size_t chunk = workspace.reserve<T>(plan.unit_blocks * plan.chunk_rows * 4 * width);
@@ -265,8 +265,9 @@ void checked_dispatch(const Params& p, Run run) {
 
 void lstm_forward(const LstmFwdParams& p) {
   checked_dispatch(p, [&](const IsaKernels& isa) {
-    if (p.dtype == DType::kFloat32) return run_forward<float>(p, isa.forward_float, isa.width_float);
-    run_forward<double>(p, isa.forward_double, isa.width_double);
+    if (p.dtype == DType::kFloat32)
+      return run_forward<float>(p, isa.forward_float, isa.width_float, isa.folds_projection);
+    run_forward<double>(p, isa.forward_double, isa.width_double, isa.folds_projection);
   });
 }
 

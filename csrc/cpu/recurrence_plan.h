@@ -48,7 +48,7 @@ struct RecurrencePlan {
 };
 
 // Forward with fold_projection, on ISAs with 32 vector registers
-// (forward.h fold_step): each step folds the input projection of kFoldRows
+// (IsaKernels::folds_projection; forward.h fold_step): each step folds the input projection of kFoldRows
 // later rows, for some unit blocks, into its recurrent product; gates_chunk
 // is a ring of kFoldRingRows rows (chunk_rows: that, or T if fewer).
 constexpr int64_t kFoldRows = 4;
@@ -61,6 +61,7 @@ struct IsaKernels {
   const char* name;
   int width_float, width_double;
   MemberFn forward_float, forward_double, backward_float, backward_double;
+  bool folds_projection;  // forward can fold_projection (32 vector registers)
 };
 
 // One per ISA translation unit; avx512/avx2 only when built for x86-64.
