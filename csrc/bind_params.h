@@ -102,7 +102,8 @@ class StructBinding {
 // and runs fn on it without the GIL. A plain METH_FASTCALL function, not a
 // pybind11 one and no params object: on the eager inference path, whose code
 // is out of cache after other work, pybind11's dispatcher and the object took
-// ~25 us of a ~250 us call (bench, T100 N1 H64). Exceptions map as pybind11's
+// ~25 us of a ~250 us call (bench, T100 N1 H64); the CPU backward launches
+// the same way, so the CPU has one launch style. Exceptions map as pybind11's
 // defaults do (ArgumentError: ValueError; other errors: RuntimeError).
 template <class Class>
 void def_run_from_fields(py::module_& m, const char* name, void (*fn)(const Class&),

@@ -64,6 +64,8 @@ PYBIND11_MODULE(_C, m) {
   bindings::def_run_from_fields(m, "lstm_forward_cpu_fields", cpu::lstm_forward, params.forward,
                                 "CPU forward recurrence from LstmFwdParams' fields as keywords");
   def_run<LstmBwdParams>(m, "lstm_backward_cpu", cpu::lstm_backward, "CPU backward recurrence");
+  bindings::def_run_from_fields(m, "lstm_backward_cpu_fields", cpu::lstm_backward, params.backward,
+                                "CPU backward recurrence from LstmBwdParams' fields as keywords");
   m.def("cpu_isa", &cpu::cpu_isa, "Instruction set of the CPU recurrence kernels: avx512, avx2 or portable");
   m.def("set_cpu_isa", &cpu::set_cpu_isa, py::arg("name"),
         "Forces the CPU kernels' instruction set (auto, avx512, avx2, portable); for tests and benchmarks");

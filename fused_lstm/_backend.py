@@ -61,11 +61,8 @@ def choose(device_type: str, dtype: torch.dtype = torch.float32) -> str:
     return "reference"
 
 
-# CPU launches follow torch's intra-op thread count.
-def _cpu_threads(params) -> None:
-    params.num_threads = torch.get_num_threads()
-
-
+# CPU launches take the params' fields as keywords (no params object, no
+# pybind11 dispatch) and follow torch's intra-op thread count.
 def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=None, state_prefix=()):
     outputs, fields = _params.forward_fields(_C, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
                                              projection=projection, state_prefix=state_prefix)
@@ -74,7 +71,9 @@ def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=
 
 
 def _cpu_backward(*args):
-    return _params.run_backward(_C, _C.lstm_backward_cpu, *args, configure=_cpu_threads)
+    outputs, fields = _params.backward_fields(_C, *args)
+    _C.lstm_backward_cpu_fields(**fields, num_threads=torch.get_num_threads())
+    return outputs
 
 
 def _in_float32(run, tensors, dtype, storage_outputs):

@@ -150,16 +150,28 @@ def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor],
     """Returns grad_gates (layout of grad_y, last dim 4H), grad_h_out (grad_y's
     shape; empty without projection), grad_h0, grad_c0. grad_h_n / grad_c_n
     None (a null pointer: zero) only for a launch that accepts it (the CPU's)."""
-    hidden = c0.shape[1]
-    proj_size = 0 if w_hr is None else w_hr.shape[0]
-    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc))
-
-    p = module.LstmBwdParams(
-        **_size_fields(grad_y, c0.shape[0], hidden, proj_size, batch_sizes),
-        dtype=getattr(module.DType, _DTYPE_NAMES[grad_y.dtype]), w_hh=w_hh, w_hr=w_hr, c0=c0,
-        saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h, grad_y=grad_y, grad_h_n=grad_h_n,
-        grad_c_n=grad_c_n, grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h0=grad_h0, grad_c0=grad_c0)
+    outputs, fields = backward_fields(module, w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
+                                      grad_c_n, batch_sizes, alloc)
+    p = module.LstmBwdParams(**fields)
     keep_alive = configure(p) if configure else None
     launch(p)
     del keep_alive
-    return grad_gates, grad_h_out, grad_h0, grad_c0
+    return outputs
+
+
+def backward_fields(module, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,
+                    saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Optional[Tensor],
+                    grad_c_n: Optional[Tensor], batch_sizes: Optional[Tensor],
+                    alloc: Optional[Allocator] = None) -> Tuple[Tuple[Tensor, ...], dict]:
+    """run_backward's outputs (unfilled) and the LstmBwdParams fields that
+    fill them, for a launcher that takes the fields themselves
+    (lstm_backward_cpu_fields)."""
+    proj_size = 0 if w_hr is None else w_hr.shape[0]
+    outputs = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc))
+    grad_gates, grad_h_out, grad_h0, grad_c0 = outputs
+    fields = _size_fields(grad_y, c0.shape[0], c0.shape[1], proj_size, batch_sizes)
+    fields.update(dtype=getattr(module.DType, _DTYPE_NAMES[grad_y.dtype]), w_hh=w_hh, w_hr=w_hr, c0=c0,
+                  saved_gates=saved_gates, saved_c=saved_c, saved_h=saved_h, grad_y=grad_y, grad_h_n=grad_h_n,
+                  grad_c_n=grad_c_n, grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h0=grad_h0,
+                  grad_c0=grad_c0)
+    return outputs, fields

@@ -64,3 +64,34 @@ def test_cpu_forward_from_fields_raises_like_the_pybind_launchers():
         _C.lstm_forward_cpu_fields(seq_len=2, batch=1, hidden=4, total_rows=2, input_size=3, x=x, gates_x=x,
                                    w_hh=torch.randn(16, 4), w_ih=torch.randn(16, 3), y=torch.empty(2, 1, 4),
                                    h_n=torch.empty(1, 4), c_n=torch.empty(1, 4))
+
+
+def test_cpu_backward_from_fields_raises_like_the_pybind_launchers():
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        _C.lstm_backward_cpu_fields(1)
+    with pytest.raises(TypeError, match="gates_x is not a field"):  # a forward field
+        _C.lstm_backward_cpu_fields(gates_x=1)
+    with pytest.raises(ValueError, match="seq_len"):
+        _C.lstm_backward_cpu_fields(seq_len=0, batch=1, hidden=4, total_rows=0)
+
+
+def test_cpu_backward_from_fields_matches_the_params_launcher():
+    # The autograd path launches the CPU backward from its fields; the params
+    # object launcher (kept for the tests' direct calls) must give the same bits.
+    from fused_lstm import _params
+
+    T, N, H = 5, 3, 6
+    g = torch.Generator().manual_seed(3)
+    w_hh = torch.randn(4 * H, H, generator=g) / H ** 0.5
+    c0 = torch.randn(N, H, generator=g)
+    gates_x = torch.randn(T, N, 4 * H, generator=g)
+    h0 = torch.randn(N, H, generator=g)
+    _, _, _, saved_gates, saved_c, saved_h = _params.run_forward(_C, _C.lstm_forward_cpu, gates_x, w_hh, None, h0,
+                                                                 c0, None, training=True)
+    grad_y, grad_h_n, grad_c_n = torch.randn(T, N, H, generator=g), torch.randn(N, H, generator=g), None
+    args = (w_hh, None, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, None)
+    by_params = _params.run_backward(_C, _C.lstm_backward_cpu, *args)
+    outputs, fields = _params.backward_fields(_C, *args)
+    _C.lstm_backward_cpu_fields(**fields)
+    for name, a, b in zip(("grad_gates", "grad_h_out", "grad_h0", "grad_c0"), outputs, by_params):
+        assert torch.equal(a, b), name
