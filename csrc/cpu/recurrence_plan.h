@@ -43,14 +43,14 @@ struct RecurrencePlan {
   void* gates_chunk = nullptr;  // [unit_blocks][chunk_rows][4 gates][width]: x @ W_ih^T + b
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
-  bool fold_projection = false; // N = 1, and a member's W_ih and W_hh slices fit its L2
+  bool fold_projection = false; // N = 1, the ISA folds, a member's W_ih and W_hh slices fit its L2
   int64_t partial_values = 0;
 };
 
-// Forward with fold_projection, on ISAs with 32 vector registers
-// (IsaKernels::folds_projection; forward.h fold_step): each step folds the input projection of kFoldRows
-// later rows, for some unit blocks, into its recurrent product; gates_chunk
-// is a ring of kFoldRingRows rows (chunk_rows: that, or T if fewer).
+// Forward with fold_projection (forward.h fold_step): each step folds the
+// input projection of kFoldRows later rows, for some unit blocks, into its
+// recurrent product; gates_chunk is a ring of kFoldRingRows rows
+// (chunk_rows: that, or T if fewer).
 constexpr int64_t kFoldRows = 4;
 constexpr int64_t kFoldRingRows = 8;
 
@@ -61,7 +61,7 @@ struct IsaKernels {
   const char* name;
   int width_float, width_double;
   MemberFn forward_float, forward_double, backward_float, backward_double;
-  bool folds_projection;  // forward can fold_projection (32 vector registers)
+  bool folds_projection;  // its forward can fold_projection (32 vector registers)
 };
 
 // One per ISA translation unit; avx512/avx2 only when built for x86-64.
