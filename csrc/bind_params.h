@@ -166,6 +166,19 @@ void def_run(py::module_& m, const char* name, Fn fn, const char* doc) {
       py::arg("params"), doc);
 }
 
+// The fields every recurrence launch carries, forward or backward: sizes,
+// dtype, team size, CUDA path, stream and workspace.
+template <class Params>
+StructBinding<Params>& bind_launch_fields(StructBinding<Params>& binding, const StructBinding<LstmSizes>& sizes) {
+  return binding.nested("sizes", &Params::sizes, sizes)
+      .value("dtype", &Params::dtype)
+      .value("workspace_bytes", &Params::workspace_bytes)
+      .value("path", &Params::path)
+      .value("num_threads", &Params::num_threads)
+      .pointer("stream", &Params::stream)
+      .pointer("workspace", &Params::workspace);
+}
+
 struct ParamsBindings {
   StructBinding<LstmFwdParams> forward;
   StructBinding<LstmBwdParams> backward;
@@ -192,11 +205,7 @@ inline ParamsBindings bind_params(py::module_& m, bool module_local) {
       .pointer("batch_sizes", &LstmSizes::batch_sizes);
 
   StructBinding<LstmFwdParams> forward(m, "LstmFwdParams", module_local);
-  forward.nested("sizes", &LstmFwdParams::sizes, sizes)
-      .value("dtype", &LstmFwdParams::dtype)
-      .value("workspace_bytes", &LstmFwdParams::workspace_bytes)
-      .value("path", &LstmFwdParams::path)
-      .value("num_threads", &LstmFwdParams::num_threads)
+  bind_launch_fields(forward, sizes)
       .value("input_size", &LstmFwdParams::input_size)
       .pointer("gates_x", &LstmFwdParams::gates_x)
       .pointer("x", &LstmFwdParams::x)
@@ -212,16 +221,10 @@ inline ParamsBindings bind_params(py::module_& m, bool module_local) {
       .pointer("c_n", &LstmFwdParams::c_n)
       .pointer("saved_gates", &LstmFwdParams::saved_gates)
       .pointer("saved_c", &LstmFwdParams::saved_c)
-      .pointer("saved_h", &LstmFwdParams::saved_h)
-      .pointer("stream", &LstmFwdParams::stream)
-      .pointer("workspace", &LstmFwdParams::workspace);
+      .pointer("saved_h", &LstmFwdParams::saved_h);
 
   StructBinding<LstmBwdParams> backward(m, "LstmBwdParams", module_local);
-  backward.nested("sizes", &LstmBwdParams::sizes, sizes)
-      .value("dtype", &LstmBwdParams::dtype)
-      .value("workspace_bytes", &LstmBwdParams::workspace_bytes)
-      .value("path", &LstmBwdParams::path)
-      .value("num_threads", &LstmBwdParams::num_threads)
+  bind_launch_fields(backward, sizes)
       .pointer("w_hh", &LstmBwdParams::w_hh)
       .pointer("w_hr", &LstmBwdParams::w_hr)
       .pointer("c0", &LstmBwdParams::c0)
@@ -234,9 +237,7 @@ inline ParamsBindings bind_params(py::module_& m, bool module_local) {
       .pointer("grad_gates", &LstmBwdParams::grad_gates)
       .pointer("grad_h_out", &LstmBwdParams::grad_h_out)
       .pointer("grad_h0", &LstmBwdParams::grad_h0)
-      .pointer("grad_c0", &LstmBwdParams::grad_c0)
-      .pointer("stream", &LstmBwdParams::stream)
-      .pointer("workspace", &LstmBwdParams::workspace);
+      .pointer("grad_c0", &LstmBwdParams::grad_c0);
   return {forward, backward};
 }
 
