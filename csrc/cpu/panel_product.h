@@ -68,20 +68,22 @@ inline void panel_rows(const T* a, int64_t lda, int64_t row, int64_t k_begin, in
     for (int p = 0; p < NP; ++p) epilogue(row + r, p, &acc[r][p * NV]);
 }
 
-// The row tail, with its block size chosen at compile time.
+// panel_rows for a block of rows <= R rows, R chosen at compile time.
 template <class T, int NP, int NV, int R, class Epilogue>
-inline void panel_tail(int64_t rows, const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end,
-                       int64_t depth, const T* const* panels, T* partial, Epilogue& epilogue) {
+inline void panel_rows_upto(int64_t rows, const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end,
+                            int64_t depth, const T* const* panels, T* partial, Epilogue& epilogue) {
   if constexpr (R > 0) {
     if (rows == R) return panel_rows<T, NP, NV, R>(a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
-    panel_tail<T, NP, NV, R - 1>(rows, a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
+    panel_rows_upto<T, NP, NV, R - 1>(rows, a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
   }
 }
 
-// All rows [0, rows) of a ([rows][lda]) against NP panels. When several row
-// blocks reuse the panels, a deep product is cut into depth chunks (outer
-// loop) so each chunk of the panels stays in L2 while every row block passes
-// over it.
+// All rows [0, rows) of a ([rows][lda]) against NP panels, in blocks of at
+// most R rows, as even as possible: a ragged last block (8 rows as 6 + 2)
+// reloads every panel vector for a few FMAs (4 + 4 measured 2-3% faster at
+// N=8, H=128). When several row blocks reuse the panels, a deep product is
+// cut into depth chunks (outer loop) so each chunk of the panels stays in L2
+// while every row block passes over it.
 // partial: scratch of rows * NP*NV * width values.
 template <class T, int NP, int NV, class Epilogue>
 void panel_product(const T* a, int64_t lda, int64_t rows, int64_t depth, const T* const* panels, T* partial,
@@ -89,15 +91,16 @@ void panel_product(const T* a, int64_t lda, int64_t rows, int64_t depth, const T
   constexpr int R = rows_per_block<NP * NV>();
   constexpr int64_t block_values = int64_t(NP) * NV * Vec<T>::width;
   const int64_t chunk = rows > R ? depth_chunk<T, NP * NV>() : depth;
+  const int64_t blocks = (rows + R - 1) / R;
   for (int64_t k = 0; k < depth; k += chunk) {
     const int64_t k_end = k + chunk < depth ? k + chunk : depth;
     int64_t row = 0;
-    for (; row + R <= rows; row += R)
-      panel_rows<T, NP, NV, R>(a + row * lda, lda, row, k, k_end, depth, panels, partial + row * block_values,
-                               epilogue);
-    if (row < rows)
-      panel_tail<T, NP, NV, R - 1>(rows - row, a + row * lda, lda, row, k, k_end, depth, panels,
-                                   partial + row * block_values, epilogue);
+    for (int64_t i = 0; i < blocks; ++i) {
+      const int64_t left = blocks - i, size = (rows - row + left - 1) / left;
+      panel_rows_upto<T, NP, NV, R>(size, a + row * lda, lda, row, k, k_end, depth, panels,
+                                    partial + row * block_values, epilogue);
+      row += size;
+    }
   }
 }
 
