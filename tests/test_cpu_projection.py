@@ -68,6 +68,7 @@ def test_matches_reference(shape, bias, packed, dtype, isa):
 FOLD_SHAPES = [  # T, I, H, P at N = 1: steps fewer than the ring and the rows folded ahead, unit
     # blocks not in pairs, W_ih deeper and shallower than W_hh, a projection
     (1, 5, 20, 0), (3, 7, 33, 0), (6, 40, 130, 0), (21, 200, 70, 0), (40, 16, 130, 24), (13, 3, 300, 0),
+    (17, 9, 260, 0),
 ]
 
 

@@ -149,21 +149,23 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   // member's units: in chunks of steps (project_chunk) or, when the plan
   // folds (N = 1, an ISA with the registers), in a ring of kFoldRingRows
   // rows that every step refills by folding the projection of the next
-  // kFoldRows rows, for one unit block in kFoldRows, into its recurrent
+  // kFoldRows rows, for some gates of some unit blocks, into its recurrent
   // product (fold_step).
   const bool folds = kFoldsProjection && plan.fold_projection;
   int64_t chunk_row0 = 0, chunk_end = 0;
   auto chunk_slot = [&](int64_t row, int64_t b) {
     return gates_chunk + (b * plan.chunk_rows + (folds ? row % kFoldRingRows : row - chunk_row0)) * 4 * W;
   };
-  auto store_projection = [&](int64_t row, int64_t b, const V* acc) {
+  // Gates [first, first + count) of row `row`, unit block b: acc[0, count) + b.
+  auto store_projection = [&](int64_t row, int64_t b, int first, int count, const V* acc) {
     T* out = chunk_slot(row, b);
-    for (int g = 0; g < 4; ++g) (acc[g] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
+    for (int g = first; g < first + count; ++g)
+      (acc[g - first] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
   };
   // Rows [row0, row0 + rows) of x @ W_ih^T + b, own units.
   auto project_rows = [&](int64_t row0, int64_t rows) {
     product_over_blocks<T, 4>(units, x + row0 * I, I, rows, I, partial, ih_panel,
-                              [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, acc); });
+                              [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, 0, 4, acc); });
   };
   // The rows of steps [t, t + chunk_steps).
   auto project_chunk = [&](int64_t t, int64_t row0) {
@@ -210,26 +212,36 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   };
 
   // Step t at N = 1, folding: unit blocks in pairs (as product_over_blocks
-  // groups them at one row); block u of the member's (u = 0, 1, ...) also
-  // projects rows [t + 1, t + 1 + kFoldRows) at the steps t = u mod kFoldRows,
-  // so each row's projection is in the ring before its step, and a pair
-  // never has two blocks folding at once.
+  // groups them at one row). Each block's gates are projected in kFoldParts
+  // parts of kFoldVectors; part k of block u of the member's (u = 0, 1, ...)
+  // projects rows [t + 1, t + 1 + kFoldRows) at the steps
+  // t = u * kFoldParts + k mod kFoldRows, so each row's projection is in
+  // the ring before its step, and a pair never has two blocks folding at once.
+  constexpr int kFoldParts = 4 / kFoldVectors;
+  static_assert(kFoldParts * kFoldVectors == 4 && kFoldRows >= 2 * kFoldParts, "fold schedule");
   auto fold_step = [&](int64_t t, const T* h_prev) {
     const int64_t ahead = std::min<int64_t>(kFoldRows, s.seq_len - 1 - t);
     for (int64_t b = units.begin; b < units.end; b += 2) {
       const int pair = b + 1 < units.end ? 2 : 1;
       int64_t folding = -1;
+      int part = 0;
       for (int64_t q = b; q < b + pair; ++q)
-        if ((q - units.begin) % kFoldRows == t % kFoldRows) folding = q;
+        for (int k = 0; k < kFoldParts; ++k)
+          if (((q - units.begin) * kFoldParts + k) % kFoldRows == t % kFoldRows) folding = q, part = k;
       auto finish = [&](int64_t n, int i, const V* acc) { finish_units(n, b + i, acc); };
-      auto projected = [&](int64_t r, const V* acc) { store_projection(t + 1 + r, folding, acc); };
+      auto projected = [&](int64_t r, const V* acc) {
+        store_projection(t + 1 + r, folding, part * kFoldVectors, kFoldVectors, acc);
+      };
       const T* panels[2] = {hh_panel(b), hh_panel(b + pair - 1)};
       if (ahead > 0 && folding >= 0) {
         const T* x_rows = x + (t + 1) * I;
+        const T* x_panel = ih_panel(folding) + part * kFoldVectors * W;
         if (pair == 2)
-          fold_rows<T, 2, kFoldRows>(ahead, h_prev, O, panels, x_rows, I, I, ih_panel(folding), finish, projected);
+          fold_rows<T, 2, kFoldRows, kFoldVectors>(ahead, h_prev, O, panels, x_rows, I, I, x_panel, finish,
+                                                   projected);
         else
-          fold_rows<T, 1, kFoldRows>(ahead, h_prev, O, panels, x_rows, I, I, ih_panel(folding), finish, projected);
+          fold_rows<T, 1, kFoldRows, kFoldVectors>(ahead, h_prev, O, panels, x_rows, I, I, x_panel, finish,
+                                                   projected);
       } else if (pair == 2) {
         panel_product<T, 2, 4>(h_prev, O, 1, O, panels, partial, finish);
       } else {

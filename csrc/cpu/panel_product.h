@@ -106,21 +106,22 @@ void panel_product(const T* a, int64_t lda, int64_t rows, int64_t depth, const T
 
 // One row a ([depth]) against NP panels of NV = 4 vectors (as panel_product),
 // with a second product folded into the same loop over k: R rows of x
-// (ldx apart, [x_depth] each) against one more panel, x_panel. At one row
-// the first product loads a panel vector per FMA (L2-bound on Zen 4: half
-// the FMA issue slots idle) while the second reuses each vector R times
-// (FMA-bound): in one loop each fills the other's idle slots. Each output
-// element is still one FMA chain over k from zero, so the bits are those of
-// two separate panel_products.
-// epilogue(0, p, const Vec<T>* 4 accumulators); x_epilogue(r, same).
-template <class T, int NP, int R, class Epilogue, class XEpilogue>
+// (ldx apart, [x_depth] each) against XV of the NV vectors of one more
+// panel (x_panel points at the first of them). At one row the first product
+// loads a panel vector per FMA (L2-bound on Zen 4: half the FMA issue slots
+// idle) while the second reuses each vector R times (FMA-bound): in one loop
+// each fills the other's idle slots. Each output element is still one FMA
+// chain over k from zero, so the bits are those of two separate
+// panel_products.
+// epilogue(0, p, const Vec<T>* NV accumulators); x_epilogue(r, const Vec<T>* XV).
+template <class T, int NP, int R, int XV, class Epilogue, class XEpilogue>
 inline void panel_row_with_rows(const T* a, int64_t depth, const T* const* panels, const T* x, int64_t ldx,
                                 int64_t x_depth, const T* x_panel, Epilogue& epilogue, XEpilogue& x_epilogue) {
   constexpr int W = Vec<T>::width, NV = 4;
-  Vec<T> acc[NP * NV], x_acc[R][NV];
+  Vec<T> acc[NP * NV], x_acc[R][XV];
   for (int j = 0; j < NP * NV; ++j) acc[j] = Vec<T>::zero();
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) x_acc[r][v] = Vec<T>::zero();
+    for (int v = 0; v < XV; ++v) x_acc[r][v] = Vec<T>::zero();
   auto row_step = [&](int64_t k) {
     const Vec<T> ak = broadcast(a[k]);
     for (int p = 0; p < NP; ++p)
@@ -128,11 +129,11 @@ inline void panel_row_with_rows(const T* a, int64_t depth, const T* const* panel
         acc[p * NV + v] = fma(ak, Vec<T>::load(panels[p] + (k * NV + v) * W), acc[p * NV + v]);
   };
   auto x_step = [&](int64_t k) {
-    Vec<T> b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = Vec<T>::load(x_panel + (k * NV + v) * W);
+    Vec<T> b[XV];
+    for (int v = 0; v < XV; ++v) b[v] = Vec<T>::load(x_panel + (k * NV + v) * W);
     for (int r = 0; r < R; ++r) {
       const Vec<T> xk = broadcast(x[r * ldx + k]);
-      for (int v = 0; v < NV; ++v) x_acc[r][v] = fma(xk, b[v], x_acc[r][v]);
+      for (int v = 0; v < XV; ++v) x_acc[r][v] = fma(xk, b[v], x_acc[r][v]);
     }
   };
   const int64_t common = depth < x_depth ? depth : x_depth;
@@ -147,13 +148,13 @@ inline void panel_row_with_rows(const T* a, int64_t depth, const T* const* panel
 }
 
 // panel_row_with_rows for rows <= R of x, R chosen at compile time.
-template <class T, int NP, int R, class Epilogue, class XEpilogue>
+template <class T, int NP, int R, int XV, class Epilogue, class XEpilogue>
 inline void fold_rows(int64_t rows, const T* a, int64_t depth, const T* const* panels, const T* x, int64_t ldx,
                       int64_t x_depth, const T* x_panel, Epilogue& epilogue, XEpilogue& x_epilogue) {
   if constexpr (R > 1)
     if (rows < R)
-      return fold_rows<T, NP, R - 1>(rows, a, depth, panels, x, ldx, x_depth, x_panel, epilogue, x_epilogue);
-  panel_row_with_rows<T, NP, R>(a, depth, panels, x, ldx, x_depth, x_panel, epilogue, x_epilogue);
+      return fold_rows<T, NP, R - 1, XV>(rows, a, depth, panels, x, ldx, x_depth, x_panel, epilogue, x_epilogue);
+  panel_row_with_rows<T, NP, R, XV>(a, depth, panels, x, ldx, x_depth, x_panel, epilogue, x_epilogue);
 }
 
 }  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA
