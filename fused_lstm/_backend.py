@@ -126,10 +126,12 @@ def projects_input(x: Tensor) -> bool:
     return x.is_cpu and x.dtype in (torch.float32, torch.float64) and choose("cpu", x.dtype) == "cpu"
 
 
-def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, state_prefix=()):
-    """Inference of one layer and direction with the input projection inside
-    the CPU recurrence; returns y, h_n, c_n (see _params.forward_outputs for state_prefix)."""
-    return _cpu_forward(x, w_hh, w_hr, h0, c0, batch_sizes, None, projection=(w_ih, b_ih, b_hh),
+def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, training=None, state_prefix=()):
+    """One layer and direction with the input projection inside the CPU
+    recurrence. Inference (training=None) returns y, h_n, c_n (see
+    _params.forward_outputs for state_prefix); training=True also the saved
+    buffers, as recurrence_forward."""
+    return _cpu_forward(x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=(w_ih, b_ih, b_hh),
                         state_prefix=state_prefix)
 
 

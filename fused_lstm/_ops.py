@@ -33,6 +33,11 @@ def _check_like(like_name: str, like: Tensor, named: Tuple[Tuple[str, Optional[T
             raise ValueError(f"fused_lstm: {name} must be {dim}-D, got shape {tuple(tensor.shape)}")
 
 
+def _contiguous(*tensors: Optional[Tensor]) -> list:
+    """The kernels' inputs: contiguous, None kept."""
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
 def check_recurrence_args(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Optional[Tensor],
                           c0: Optional[Tensor], batch_sizes: Optional[Tensor], check_values: bool = True,
                           sequence_name: str = "gates_x", sequence_width: Optional[int] = None) -> None:
@@ -102,12 +107,28 @@ def run_recurrence_forward(gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor]
     functional.lstm_layer): the dispatcher would add ~20 us a call and has
     nothing to do there."""
     check_recurrence_args(gates_x, w_hh, w_hr, h0, c0, batch_sizes)
-    contiguous = [t.contiguous() if t is not None else None for t in (gates_x, w_hh, w_hr, h0, c0, batch_sizes)]
-    return _backend.recurrence_forward(*contiguous, training)
+    return _backend.recurrence_forward(*_contiguous(gates_x, w_hh, w_hr, h0, c0, batch_sizes), training)
 
 
 recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", mutates_args=())(
     run_recurrence_forward)
+
+
+def _check_projected_args(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
+                          w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
+                          batch_sizes: Optional[Tensor], check_values: bool = True) -> None:
+    """check_recurrence_args for x in place of gates_x, and the projection's weights."""
+    check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, check_values=check_values, sequence_name="x",
+                          sequence_width=w_ih.shape[-1])
+    hidden = w_hh.shape[0] // 4  # checked
+    _check_like("x", x, (("w_ih", w_ih, 2), ("b_ih", b_ih, 1), ("b_hh", b_hh, 1)))
+    if w_ih.shape[0] != 4 * hidden:
+        raise ValueError(f"fused_lstm: w_ih must have shape {(4 * hidden, x.shape[-1])}, got {tuple(w_ih.shape)}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("fused_lstm: b_ih and b_hh must both be given or both be None")
+    for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if bias is not None and bias.shape[0] != 4 * hidden:
+            raise ValueError(f"fused_lstm: {name} must have shape {(4 * hidden,)}, got {tuple(bias.shape)}")
 
 
 def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
@@ -119,19 +140,31 @@ def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh:
     gates_x is never written to memory. Only where _backend.projects_input(x).
     h0 and c0 None: a zero initial state. state_prefix=(1,): h_n and c_n come
     out [1, N, ...]."""
-    check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, sequence_name="x", sequence_width=w_ih.shape[-1])
-    hidden = w_hh.shape[0] // 4  # checked
-    _check_like("x", x, (("w_ih", w_ih, 2), ("b_ih", b_ih, 1), ("b_hh", b_hh, 1)))
-    if w_ih.shape[0] != 4 * hidden:
-        raise ValueError(f"fused_lstm: w_ih must have shape {(4 * hidden, x.shape[-1])}, got {tuple(w_ih.shape)}")
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("fused_lstm: b_ih and b_hh must both be given or both be None")
-    for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if bias is not None and bias.shape[0] != 4 * hidden:
-            raise ValueError(f"fused_lstm: {name} must have shape {(4 * hidden,)}, got {tuple(bias.shape)}")
-    contiguous = [t.contiguous() if t is not None else None
-                  for t in (x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)]
-    return _backend.projected_forward(*contiguous, state_prefix)
+    _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
+    return _backend.projected_forward(*_contiguous(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes),
+                                      state_prefix=state_prefix)
+
+
+@torch.library.custom_op("fused_lstm::projected_recurrence_forward", mutates_args=())
+def projected_recurrence_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
+                                 w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
+                                 batch_sizes: Optional[Tensor]
+                                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Training forward of one layer and direction on the CPU with the input
+    projection inside (as run_projected_forward): y, h_n, c_n and the saved
+    buffers of recurrence_forward. Its backward computes the projection's
+    gradients too (dx = dgates @ w_ih, dw_ih = dgates^T x, db = sum dgates),
+    so x @ w_ih^T + b is never a framework GEMM with an output in memory.
+    Only where _backend.projects_input(x)."""
+    _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
+    return _backend.projected_forward(*_contiguous(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes),
+                                      training=True)
+
+
+@projected_recurrence_forward.register_fake
+def _projected_recurrence_forward_fake(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
+    _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
+    return _params.forward_outputs(x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], True, alloc=torch.empty)
 
 
 @recurrence_forward.register_fake
@@ -146,9 +179,8 @@ def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_
                         batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns grad_gates (layout of gates_x), grad_h_out (grad_y's shape; empty
     without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero."""
-    contiguous = [t.contiguous() if t is not None else None
-                  for t in (w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)]
-    return _backend.recurrence_backward(*contiguous)
+    return _backend.recurrence_backward(*_contiguous(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
+                                                     grad_c_n, batch_sizes))
 
 
 @recurrence_backward.register_fake
@@ -194,11 +226,11 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
 
 
-def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
-    if not ctx.training:
-        raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
-                           "call it with training=True to differentiate it")
-    w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = ctx.saved_tensors
+def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n):
+    """grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 of the recurrence
+    from its saved tensors (w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates,
+    saved_c, saved_h) and the output grads (None: zero)."""
+    w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
     grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
@@ -207,7 +239,43 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
     grad_w_hr = None
     if ctx.has_projection:
         grad_w_hr = grad_h_out.reshape(-1, grad_h_out.shape[-1]).t() @ saved_h.to(grad_h_out.dtype)
+    return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0
+
+
+def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
+    if not ctx.training:
+        raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
+                           "call it with training=True to differentiate it")
+    grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, ctx.saved_tensors, grad_y,
+                                                                           grad_h_n, grad_c_n)
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
 
 
 torch.library.register_autograd("fused_lstm::recurrence_forward", _backward, setup_context=_setup_context)
+
+
+def _projected_setup_context(ctx, inputs, output):
+    x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes = inputs
+    y, _, _, saved_gates, saved_c, saved_h = output
+    ctx.has_projection = w_hr is not None
+    ctx.has_bias = b_ih is not None
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, w_ih, w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
+
+
+def _projected_backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
+    x, w_ih, *saved = ctx.saved_tensors
+    grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n)
+    # The input projection's gradients: the GEMMs autograd would run for x @ w_ih^T + b.
+    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
+    grad_x = (flat_grad_gates @ w_ih).reshape(x.shape) if ctx.needs_input_grad[0] else None
+    grad_w_ih = flat_grad_gates.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+    grad_b_ih = grad_b_hh = None
+    if ctx.has_bias:
+        grad_b_ih = flat_grad_gates.sum(0)
+        grad_b_hh = grad_b_ih.clone()  # its own tensor: the engine may keep either as a .grad
+    return grad_x, grad_w_ih, grad_b_ih, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
+
+
+torch.library.register_autograd("fused_lstm::projected_recurrence_forward", _projected_backward,
+                                setup_context=_projected_setup_context)

@@ -3,7 +3,8 @@
 Layers, directions and inter-layer dropout are orchestrated here around the
 recurrence op (fused_lstm._ops); the input projection x @ W_ih^T + b is one
 framework GEMM per layer and direction, differentiated by autograd, except in
-eager CPU inference, where the recurrence projects x itself.
+eager CPU calls, where the recurrence projects x itself (in training through
+the projected op, whose backward has the projection's gradients).
 
 Sequence layout: time-major, [T, N, features], or packed rows [rows, features]
 with ``batch_sizes`` [T] (a PackedSequence's data and batch_sizes).
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._backend import projects_input
-from ._ops import recurrence_forward, run_projected_forward, run_recurrence_forward
+from ._ops import projected_recurrence_forward, recurrence_forward, run_projected_forward, run_recurrence_forward
 from ._params import zero_state_sizes
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
@@ -91,20 +92,25 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
             _reverse_index = _packed_reverse_index(batch_sizes, x.device)
         x = _reverse_time(x, batch_sizes, _reverse_index)
     training = torch.is_grad_enabled() and _requires_grad(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
-    # Eager inference on plain tensors skips the dispatcher, and on the CPU
-    # also the input GEMM (the recurrence projects x itself); anything traced
-    # (Dynamo; export's fake or functional tensors) or differentiated goes
-    # through the custom op. Only the projected path takes a None (zero) state.
-    eager_inference = not training and type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
-    if eager_inference and projects_input(x):
+    # Eager calls on plain tensors on the CPU skip the input GEMM (the
+    # recurrence projects x itself): inference also skips the dispatcher,
+    # training goes through the projected op, whose backward has the GEMM's
+    # gradients. Anything traced (Dynamo; export's fake or functional tensors)
+    # or on another device takes the recurrence op after a framework GEMM.
+    # Only projected inference takes a None (zero) state.
+    eager = type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
+    if eager and not training and projects_input(x):
         y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes,
                                             (1,) if _stacked_states else ())
     else:
         if h0 is None:
             h0, c0 = _zero_state(x, w_hh, batch_sizes)
-        gates_x = _input_gates(x, w_ih, b_ih, b_hh)
-        run = run_recurrence_forward if eager_inference else recurrence_forward
-        y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
+        if eager and training and projects_input(x):
+            y, h_n, c_n = projected_recurrence_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)[:3]
+        else:
+            gates_x = _input_gates(x, w_ih, b_ih, b_hh)
+            run = recurrence_forward if training or not eager else run_recurrence_forward
+            y, h_n, c_n = run(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)[:3]
         if _stacked_states:
             h_n, c_n = h_n.unsqueeze(0), c_n.unsqueeze(0)
     if reverse:

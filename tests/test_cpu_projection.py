@@ -203,7 +203,7 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
 
     calls = []
     original = _backend.projected_forward
-    monkeypatch.setattr(_ops._backend, "projected_forward", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(_ops._backend, "projected_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
     torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
     reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config).eval()
     fused = FusedLSTM.from_torch(reference_lstm)
@@ -218,6 +218,36 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
     for name, a, b in (("output", got, expected), ("h_n", h_got, h_expected), ("c_n", c_got, c_expected)):
         assert a.shape == b.shape, name
         assert_close(a, b, tol, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_module_training_takes_projected_op_and_matches_torch(config, packed, dtype, monkeypatch):
+    # Eager CPU training projects x inside the recurrence too; the op's
+    # backward gives the projection's gradients (x, W_ih, both biases).
+    from fused_lstm import FusedLSTM, _backend
+
+    calls = []
+    original = _backend.projected_forward
+    monkeypatch.setattr(_ops._backend, "projected_forward",
+                        lambda *a, **k: calls.append(k.get("training")) or original(*a, **k))
+    torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
+    reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config)
+    fused = FusedLSTM.from_torch(reference_lstm)
+    x = _module_input(config, packed, dtype)
+    leaf = (x.data if packed else x).requires_grad_()
+    grads = []
+    for model in (reference_lstm, fused):
+        out, (h_n, c_n) = model(x)
+        out = out.data if packed else out
+        torch.manual_seed(1)
+        loss = sum((t * torch.randn_like(t)).sum() for t in (out, h_n, c_n))
+        grads.append(torch.autograd.grad(loss, [leaf, *model.parameters()]))
+    assert calls and all(training is True for training in calls), "training did not take the projected op"
+    names = ["x"] + [name for name, _ in fused.named_parameters()]
+    for name, got, expected in zip(names, grads[1], grads[0]):
+        assert_close(got, expected, TOLERANCE[dtype], f"grad of {name}")
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])

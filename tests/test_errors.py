@@ -42,6 +42,7 @@ def _no_kernel_may_run(monkeypatch):
         raise AssertionError("a kernel ran on a bad input")
 
     monkeypatch.setattr(_backend, "recurrence_forward", forbidden)
+    monkeypatch.setattr(_backend, "projected_forward", forbidden)
 
 
 # -- PyTorch's module error inputs (torch.testing._internal.common_modules) -------------------------

@@ -151,6 +151,20 @@ def test_opcheck_backward(backend):
             torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), args["batch_sizes"]))
 
 
+def test_opcheck_projected_forward():
+    # The CPU training op with the input projection inside (functional.lstm_layer's eager CPU training).
+    for (T, N, I, H, P), packed, bias in itertools.product([(3, 2, 3, 4, 0), (2, 3, 5, 5, 2)], [False, True],
+                                                           [False, True]):
+        out = P or H
+        batch_sizes = torch.tensor([N] + [N - 1] * (T - 1)) if packed else None
+        x = torch.randn(int(batch_sizes.sum()), I) if packed else torch.randn(T, N, I)
+        tensors = [x, torch.randn(4 * H, I), torch.randn(4 * H) if bias else None,
+                   torch.randn(4 * H) if bias else None, torch.randn(4 * H, out),
+                   torch.randn(P, H) if P else None, torch.randn(N, out), torch.randn(N, H)]
+        tensors = [t.double().mul(0.5).requires_grad_() if t is not None else None for t in tensors]
+        torch.library.opcheck(_ops.projected_recurrence_forward, (*tensors, batch_sizes))
+
+
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_non_contiguous_inputs_give_the_same_result(backend):
     args = _inputs(5, 3, 6, 2, torch.float64, packed=False)
