@@ -195,23 +195,37 @@ def _module_input(config, packed, dtype):
     return torch.randn((5, 17, 6) if config.get("batch_first", False) else (17, 5, 6), dtype=dtype)
 
 
+def _projected_calls(monkeypatch):
+    """Records the training argument of every _backend.projected_forward call (None: inference)."""
+    from fused_lstm import _backend
+
+    calls = []
+    original = _backend.projected_forward
+    monkeypatch.setattr(_backend, "projected_forward",
+                        lambda *a, **k: calls.append(k.get("training")) or original(*a, **k))
+    return calls
+
+
+def _twin_lstms(config, dtype, training):
+    """torch.nn.LSTM(6, 10) with fresh random weights, in training or eval mode, and its FusedLSTM twin."""
+    from fused_lstm import FusedLSTM
+
+    torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
+    reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config).train(training)
+    return reference_lstm, FusedLSTM.from_torch(reference_lstm)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_module_inference_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
-    from fused_lstm import FusedLSTM, _backend
-
-    calls = []
-    original = _backend.projected_forward
-    monkeypatch.setattr(_ops._backend, "projected_forward", lambda *a, **k: calls.append(1) or original(*a, **k))
-    torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
-    reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config).eval()
-    fused = FusedLSTM.from_torch(reference_lstm)
+    calls = _projected_calls(monkeypatch)
+    reference_lstm, fused = _twin_lstms(config, dtype, training=False)
     x = _module_input(config, packed, dtype)
     with torch.inference_mode():
         expected, (h_expected, c_expected) = reference_lstm(x)
         got, (h_got, c_got) = fused(x)
-    assert calls, "inference did not take the projected path"
+    assert calls and all(training is None for training in calls), "inference did not take the projected path"
     tol = TOLERANCE[dtype]
     if packed:
         expected, got = expected.data, got.data
@@ -226,15 +240,8 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
 def test_module_training_takes_projected_op_and_matches_torch(config, packed, dtype, monkeypatch):
     # Eager CPU training projects x inside the recurrence too; the op's
     # backward gives the projection's gradients (x, W_ih, both biases).
-    from fused_lstm import FusedLSTM, _backend
-
-    calls = []
-    original = _backend.projected_forward
-    monkeypatch.setattr(_ops._backend, "projected_forward",
-                        lambda *a, **k: calls.append(k.get("training")) or original(*a, **k))
-    torch.manual_seed(torch.randint(0, 2 ** 31, ()).item())
-    reference_lstm = torch.nn.LSTM(6, 10, dtype=dtype, **config)
-    fused = FusedLSTM.from_torch(reference_lstm)
+    calls = _projected_calls(monkeypatch)
+    reference_lstm, fused = _twin_lstms(config, dtype, training=True)
     x = _module_input(config, packed, dtype)
     leaf = (x.data if packed else x).requires_grad_()
     grads = []
@@ -248,6 +255,21 @@ def test_module_training_takes_projected_op_and_matches_torch(config, packed, dt
     names = ["x"] + [name for name, _ in fused.named_parameters()]
     for name, got, expected in zip(names, grads[1], grads[0]):
         assert_close(got, expected, TOLERANCE[dtype], f"grad of {name}")
+
+
+def test_training_and_inference_give_the_same_bits():
+    # Both project x inside the same kernels (chunks at N = 8, folded at N = 1).
+    from fused_lstm import FusedLSTM
+
+    for batch in (8, 1):
+        fused = FusedLSTM(6, 10, num_layers=2, bidirectional=True)
+        x = torch.randn(30, batch, 6)
+        trained, (h_trained, c_trained) = fused(x)
+        with torch.no_grad():
+            inferred, (h_inferred, c_inferred) = fused(x)
+        for name, a, b in (("output", trained, inferred), ("h_n", h_trained, h_inferred),
+                           ("c_n", c_trained, c_inferred)):
+            assert torch.equal(a, b), f"{name} at N={batch}"
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
