@@ -215,21 +215,27 @@ def _previous_y_rows(y: Tensor, batch: int, batch_sizes: Optional[Tensor]) -> Te
     return y[(offsets[step_of_row - 1] + index_in_step).to(y.device)]
 
 
-def _setup_context(ctx, inputs, output):
-    gates_x, w_hh, w_hr, h0, c0, batch_sizes, training = inputs
+def _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output, *leading: Tensor) -> None:
+    """Saves what _recurrence_grads reads, after the `leading` tensors of the
+    caller's own backward (ctx.saved_tensors = (*leading, *recurrence's))."""
     y, _, _, saved_gates, saved_c, saved_h = output
-    ctx.training = training
     ctx.has_projection = w_hr is not None
     # Unused outputs (h_n, c_n, the saved buffers) get no gradient: None, not
     # zero tensors the engine would allocate and fill on every backward.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
+    ctx.save_for_backward(*leading, w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
+
+
+def _setup_context(ctx, inputs, output):
+    gates_x, w_hh, w_hr, h0, c0, batch_sizes, training = inputs
+    ctx.training = training
+    _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output)
 
 
 def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n):
     """grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 of the recurrence
-    from its saved tensors (w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates,
-    saved_c, saved_h) and the output grads (None: zero)."""
+    from the tensors _save_for_recurrence_grads saved and the output grads
+    (None: zero)."""
     w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
     grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
@@ -256,11 +262,8 @@ torch.library.register_autograd("fused_lstm::recurrence_forward", _backward, set
 
 def _projected_setup_context(ctx, inputs, output):
     x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes = inputs
-    y, _, _, saved_gates, saved_c, saved_h = output
-    ctx.has_projection = w_hr is not None
     ctx.has_bias = b_ih is not None
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, w_ih, w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h)
+    _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output, x, w_ih)
 
 
 def _projected_backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):

@@ -99,13 +99,14 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     # or on another device takes the recurrence op after a framework GEMM.
     # Only projected inference takes a None (zero) state.
     eager = type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
-    if eager and not training and projects_input(x):
+    projected = eager and projects_input(x)
+    if projected and not training:
         y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes,
                                             (1,) if _stacked_states else ())
     else:
         if h0 is None:
             h0, c0 = _zero_state(x, w_hh, batch_sizes)
-        if eager and training and projects_input(x):
+        if projected:
             y, h_n, c_n = projected_recurrence_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)[:3]
         else:
             gates_x = _input_gates(x, w_ih, b_ih, b_hh)

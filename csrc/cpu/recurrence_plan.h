@@ -43,7 +43,7 @@ struct RecurrencePlan {
   void* gates_chunk = nullptr;  // [unit_blocks][chunk_rows][4 gates][width]: x @ W_ih^T + b
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
-  bool fold_projection = false; // N = 1, the ISA folds, a member's W_ih and W_hh slices fit its L2
+  bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
   int64_t partial_values = 0;
 };
 
