@@ -3,8 +3,11 @@
 fused_lstm::recurrence_forward and fused_lstm::recurrence_backward wrap the
 sequential part of one LSTM layer and direction (DESIGN.md's data flow); the
 GEMMs around it are ordinary torch ops in fused_lstm.functional, so autograd
-differentiates them itself. Layouts are those of csrc/common/params.h: gates_x
-[T, N, 4H] dense or [rows, 4H] packed with batch_sizes [T] (int64, CPU).
+differentiates them itself. Eager CPU calls run the recurrence with the input
+projection inside instead, without the dispatcher: run_projected_forward
+(inference) and projected_recurrence_training (an autograd.Function).
+Layouts are those of csrc/common/params.h: gates_x [T, N, 4H] dense or
+[rows, 4H] packed with batch_sizes [T] (int64, CPU).
 """
 from __future__ import annotations
 
@@ -116,10 +119,9 @@ recurrence_forward = torch.library.custom_op("fused_lstm::recurrence_forward", m
 
 def _check_projected_args(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
                           w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
-                          batch_sizes: Optional[Tensor], check_values: bool = True) -> None:
+                          batch_sizes: Optional[Tensor]) -> None:
     """check_recurrence_args for x in place of gates_x, and the projection's weights."""
-    check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, check_values=check_values, sequence_name="x",
-                          sequence_width=w_ih.shape[-1])
+    check_recurrence_args(x, w_hh, w_hr, h0, c0, batch_sizes, sequence_name="x", sequence_width=w_ih.shape[-1])
     hidden = w_hh.shape[0] // 4  # checked
     _check_like("x", x, (("w_ih", w_ih, 2), ("b_ih", b_ih, 1), ("b_hh", b_hh, 1)))
     if w_ih.shape[0] != 4 * hidden:
@@ -133,38 +135,17 @@ def _check_projected_args(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh:
 
 def run_projected_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hh: Tensor,
                           w_hr: Optional[Tensor], h0: Optional[Tensor], c0: Optional[Tensor],
-                          batch_sizes: Optional[Tensor], state_prefix: Tuple[int, ...] = ()
-                          ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Inference of one layer and direction from x itself: the CPU recurrence
-    computes x @ w_ih^T + b_ih + b_hh inside (see params.h's input_size), so
-    gates_x is never written to memory. Only where _backend.projects_input(x).
-    h0 and c0 None: a zero initial state. state_prefix=(1,): h_n and c_n come
-    out [1, N, ...]."""
+                          batch_sizes: Optional[Tensor], state_prefix: Tuple[int, ...] = (),
+                          training: Optional[bool] = None) -> Tuple[Tensor, ...]:
+    """One layer and direction from x itself: the CPU recurrence computes
+    x @ w_ih^T + b_ih + b_hh inside (see params.h's input_size), so gates_x
+    is never written to memory. Only where _backend.projects_input(x).
+    Inference (training=None): y, h_n, c_n; h0 and c0 None is a zero initial
+    state; state_prefix=(1,): h_n and c_n come out [1, N, ...]. training=True
+    (_EagerProjectedRecurrence): also recurrence_forward's saved buffers."""
     _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
     return _backend.projected_forward(*_contiguous(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes),
-                                      state_prefix=state_prefix)
-
-
-@torch.library.custom_op("fused_lstm::projected_recurrence_forward", mutates_args=())
-def projected_recurrence_forward(x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
-                                 w_hh: Tensor, w_hr: Optional[Tensor], h0: Tensor, c0: Tensor,
-                                 batch_sizes: Optional[Tensor]
-                                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Training forward of one layer and direction on the CPU with the input
-    projection inside (as run_projected_forward): y, h_n, c_n and the saved
-    buffers of recurrence_forward. Its backward computes the projection's
-    gradients too (dx = dgates @ w_ih, dw_ih = dgates^T x, db = sum dgates),
-    so x @ w_ih^T + b is never a framework GEMM with an output in memory.
-    Only where _backend.projects_input(x)."""
-    _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)
-    return _backend.projected_forward(*_contiguous(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes),
-                                      training=True)
-
-
-@projected_recurrence_forward.register_fake
-def _projected_recurrence_forward_fake(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
-    _check_projected_args(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, check_values=False)
-    return _params.forward_outputs(x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], True, alloc=torch.empty)
+                                      training=training, state_prefix=state_prefix)
 
 
 @recurrence_forward.register_fake
@@ -173,14 +154,18 @@ def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
     return _params.forward_outputs(gates_x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], training, alloc=torch.empty)
 
 
-@torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
-def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
-                        saved_h: Tensor, grad_y: Tensor, grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
-                        batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def run_recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
+                            saved_h: Tensor, grad_y: Tensor, grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
+                            batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns grad_gates (layout of gates_x), grad_h_out (grad_y's shape; empty
-    without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero."""
+    without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero.
+    The op's implementation; _EagerProjectedRecurrence's backward calls it directly."""
     return _backend.recurrence_backward(*_contiguous(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
                                                      grad_c_n, batch_sizes))
+
+
+recurrence_backward = torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())(
+    run_recurrence_backward)
 
 
 @recurrence_backward.register_fake
@@ -232,13 +217,14 @@ def _setup_context(ctx, inputs, output):
     _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output)
 
 
-def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n):
+def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n, backward_recurrence):
     """grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 of the recurrence
     from the tensors _save_for_recurrence_grads saved and the output grads
-    (None: zero)."""
+    (None: zero); backward_recurrence: the recurrence_backward op or its
+    implementation."""
     w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
-    grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
+    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_recurrence(
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     # Weight gradients: framework GEMMs over all steps.
     grad_w_hh = _grad_w_hh(grad_gates, y, h0, batch_sizes)
@@ -253,32 +239,53 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
         raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
                            "call it with training=True to differentiate it")
     grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, ctx.saved_tensors, grad_y,
-                                                                           grad_h_n, grad_c_n)
+                                                                           grad_h_n, grad_c_n, recurrence_backward)
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
 
 
 torch.library.register_autograd("fused_lstm::recurrence_forward", _backward, setup_context=_setup_context)
 
 
-def _projected_setup_context(ctx, inputs, output):
-    x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes = inputs
-    ctx.has_bias = b_ih is not None
-    _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output, x, w_ih)
+class _EagerProjectedRecurrence(torch.autograd.Function):
+    """Training of one layer and direction on the CPU with the input projection
+    inside the recurrence (run_projected_forward): y, h_n, c_n and
+    recurrence_forward's saved buffers. Its backward adds the projection's
+    gradients (dx = dgates @ w_ih, dw_ih = dgates^T x, db = sum dgates) to the
+    recurrence's, so x @ w_ih^T + b is never a framework GEMM with an output
+    in memory. Only for eager calls on plain tensors where
+    _backend.projects_input(x) (functional.lstm_layer): anything traced takes
+    the GEMM and recurrence_forward. Hence an autograd.Function calling the
+    kernels directly, not a custom op (whose dispatch and autograd wrapper
+    cost ~60-75 us a training step, a fifth of a small cell's), with ctx in
+    forward: a separate setup_context makes every apply bind the arguments
+    with inspect.signature (~25 us). (torch.func transforms are unsupported
+    either way: the kernels take plain tensors.)"""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes):
+        output = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, training=True)
+        ctx.has_bias = b_ih is not None
+        ctx.mark_non_differentiable(*output[3:])
+        _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output, x, w_ih)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
+        x, w_ih, *saved = ctx.saved_tensors
+        # With create_graph, the op: it has no autograd formula, so a second
+        # derivative through it raises instead of silently missing the recurrence.
+        backward_recurrence = recurrence_backward if torch.is_grad_enabled() else run_recurrence_backward
+        grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(
+            ctx, saved, grad_y, grad_h_n, grad_c_n, backward_recurrence)
+        # The input projection's gradients: the GEMMs autograd would run for x @ w_ih^T + b.
+        flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
+        grad_x = (flat_grad_gates @ w_ih).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w_ih = flat_grad_gates.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        grad_b_ih = grad_b_hh = None
+        if ctx.has_bias:
+            grad_b_ih = flat_grad_gates.sum(0)
+            grad_b_hh = grad_b_ih.clone()  # its own tensor: the engine may keep either as a .grad
+        return grad_x, grad_w_ih, grad_b_ih, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
 
 
-def _projected_backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
-    x, w_ih, *saved = ctx.saved_tensors
-    grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n)
-    # The input projection's gradients: the GEMMs autograd would run for x @ w_ih^T + b.
-    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
-    grad_x = (flat_grad_gates @ w_ih).reshape(x.shape) if ctx.needs_input_grad[0] else None
-    grad_w_ih = flat_grad_gates.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-    grad_b_ih = grad_b_hh = None
-    if ctx.has_bias:
-        grad_b_ih = flat_grad_gates.sum(0)
-        grad_b_hh = grad_b_ih.clone()  # its own tensor: the engine may keep either as a .grad
-    return grad_x, grad_w_ih, grad_b_ih, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
-
-
-torch.library.register_autograd("fused_lstm::projected_recurrence_forward", _projected_backward,
-                                setup_context=_projected_setup_context)
+projected_recurrence_training = _EagerProjectedRecurrence.apply

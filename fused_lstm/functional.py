@@ -4,7 +4,8 @@ Layers, directions and inter-layer dropout are orchestrated here around the
 recurrence op (fused_lstm._ops); the input projection x @ W_ih^T + b is one
 framework GEMM per layer and direction, differentiated by autograd, except in
 eager CPU calls, where the recurrence projects x itself (in training through
-the projected op, whose backward has the projection's gradients).
+_ops.projected_recurrence_training, whose backward has the projection's
+gradients).
 
 Sequence layout: time-major, [T, N, features], or packed rows [rows, features]
 with ``batch_sizes`` [T] (a PackedSequence's data and batch_sizes).
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._backend import projects_input
-from ._ops import projected_recurrence_forward, recurrence_forward, run_projected_forward, run_recurrence_forward
+from ._ops import projected_recurrence_training, recurrence_forward, run_projected_forward, run_recurrence_forward
 from ._params import zero_state_sizes
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
@@ -93,8 +94,8 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
         x = _reverse_time(x, batch_sizes, _reverse_index)
     training = torch.is_grad_enabled() and _requires_grad(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)
     # Eager calls on plain tensors on the CPU skip the input GEMM (the
-    # recurrence projects x itself): inference also skips the dispatcher,
-    # training goes through the projected op, whose backward has the GEMM's
+    # recurrence projects x itself), skipping the dispatcher: training goes
+    # through projected_recurrence_training, whose backward has the GEMM's
     # gradients. Anything traced (Dynamo; export's fake or functional tensors)
     # or on another device takes the recurrence op after a framework GEMM.
     # Only projected inference takes a None (zero) state.
@@ -107,7 +108,7 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
         if h0 is None:
             h0, c0 = _zero_state(x, w_hh, batch_sizes)
         if projected:
-            y, h_n, c_n = projected_recurrence_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)[:3]
+            y, h_n, c_n = projected_recurrence_training(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes)[:3]
         else:
             gates_x = _input_gates(x, w_ih, b_ih, b_hh)
             run = recurrence_forward if training or not eager else run_recurrence_forward

@@ -237,9 +237,9 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
-def test_module_training_takes_projected_op_and_matches_torch(config, packed, dtype, monkeypatch):
-    # Eager CPU training projects x inside the recurrence too; the op's
-    # backward gives the projection's gradients (x, W_ih, both biases).
+def test_module_training_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
+    # Eager CPU training projects x inside the recurrence too; its backward
+    # gives the projection's gradients (x, W_ih, both biases).
     calls = _projected_calls(monkeypatch)
     reference_lstm, fused = _twin_lstms(config, dtype, training=True)
     x = _module_input(config, packed, dtype)
@@ -251,10 +251,21 @@ def test_module_training_takes_projected_op_and_matches_torch(config, packed, dt
         torch.manual_seed(1)
         loss = sum((t * torch.randn_like(t)).sum() for t in (out, h_n, c_n))
         grads.append(torch.autograd.grad(loss, [leaf, *model.parameters()]))
-    assert calls and all(training is True for training in calls), "training did not take the projected op"
+    assert calls and all(training is True for training in calls), "training did not take the projected path"
     names = ["x"] + [name for name, _ in fused.named_parameters()]
     for name, got, expected in zip(names, grads[1], grads[0]):
         assert_close(got, expected, TOLERANCE[dtype], f"grad of {name}")
+
+
+def test_second_derivative_raises_rather_than_missing_the_recurrence():
+    # The recurrence's backward has no autograd formula: a second derivative
+    # through it must raise, not silently leave the recurrence's part out.
+    _, fused = _twin_lstms({}, torch.float64, training=True)
+    x = torch.randn(4, 3, 6, dtype=torch.float64, requires_grad=True)
+    out, _ = fused(x)
+    grad_x, = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        (grad_x.sum() + x.sum()).backward()
 
 
 def test_training_and_inference_give_the_same_bits():

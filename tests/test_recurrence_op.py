@@ -151,8 +151,9 @@ def test_opcheck_backward(backend):
             torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), args["batch_sizes"]))
 
 
-def test_opcheck_projected_forward():
-    # The CPU training op with the input projection inside (functional.lstm_layer's eager CPU training).
+def test_gradcheck_projected_training():
+    # The CPU training function with the input projection inside (functional.lstm_layer's eager CPU
+    # training): every input's gradient, the saved buffers not differentiable.
     for (T, N, I, H, P), packed, bias in itertools.product([(3, 2, 3, 4, 0), (2, 3, 5, 5, 2)], [False, True],
                                                            [False, True]):
         out = P or H
@@ -162,7 +163,10 @@ def test_opcheck_projected_forward():
                    torch.randn(4 * H) if bias else None, torch.randn(4 * H, out),
                    torch.randn(P, H) if P else None, torch.randn(N, out), torch.randn(N, H)]
         tensors = [t.double().mul(0.5).requires_grad_() if t is not None else None for t in tensors]
-        torch.library.opcheck(_ops.projected_recurrence_forward, (*tensors, batch_sizes))
+        outputs = _ops.projected_recurrence_training(*tensors, batch_sizes)
+        assert not any(t.requires_grad for t in outputs[3:])
+        assert torch.autograd.gradcheck(lambda *t: _ops.projected_recurrence_training(*t, batch_sizes)[:3],
+                                        tensors)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
