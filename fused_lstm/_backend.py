@@ -62,16 +62,17 @@ def choose(device_type: str, dtype: torch.dtype = torch.float32) -> str:
 
 
 # CPU launches take the params' fields as keywords (no params object, no
-# pybind11 dispatch) and follow torch's intra-op thread count.
+# pybind11 dispatch), follow torch's intra-op thread count and reuse large
+# internal buffers (_buffers).
 def _cpu_forward(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training, projection=None, state_prefix=()):
     outputs, fields = _params.forward_fields(_C, gates_x, w_hh, w_hr, h0, c0, batch_sizes, training,
-                                             projection=projection, state_prefix=state_prefix)
+                                             projection=projection, state_prefix=state_prefix, reuse_scratch=True)
     _C.lstm_forward_cpu_fields(**fields, num_threads=torch.get_num_threads())
     return outputs
 
 
 def _cpu_backward(*args):
-    outputs, fields = _params.backward_fields(_C, *args)
+    outputs, fields = _params.backward_fields(_C, *args, reuse_scratch=True)
     _C.lstm_backward_cpu_fields(**fields, num_threads=torch.get_num_threads())
     return outputs
 

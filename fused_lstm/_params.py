@@ -16,6 +16,8 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import _buffers
+
 Allocator = Callable[..., Tensor]  # (shape, *, dtype, device) -> Tensor, as torch.empty
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
@@ -46,6 +48,19 @@ def output_allocator(alloc: Optional[Allocator] = None) -> Allocator:
     return poisoned_buffer if POISON_OUTPUTS else torch.empty
 
 
+def _poisoned_reused(shape, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return _buffers.reused_empty(shape, dtype=dtype, device=device).fill_(float("nan"))
+
+
+def scratch_allocator(alloc: Optional[Allocator], reuse: bool) -> Allocator:
+    """The allocator of the internal buffers (saved gates and cells, the gate
+    gradients): output_allocator(alloc), or with reuse (the CPU backend's
+    calls, alloc None) the pool of _buffers, NaN-filled under POISON_OUTPUTS."""
+    if alloc is not None or not reuse:
+        return output_allocator(alloc)
+    return _poisoned_reused if POISON_OUTPUTS else _buffers.reused_empty
+
+
 def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]) -> dict:
     """LstmSizes' fields, which the params structs' constructors take as keywords."""
     return dict(seq_len=rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0], batch=batch,
@@ -61,10 +76,11 @@ def zero_state_sizes(sequence: Tensor, w_hh: Tensor, batch_sizes: Optional[Tenso
 
 
 def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden: int, out_size: int,
-                    training: Optional[bool], alloc: Allocator, state_prefix: Tuple[int, ...] = ()
-                    ) -> Tuple[Tensor, ...]:
+                    training: Optional[bool], alloc: Allocator, state_prefix: Tuple[int, ...] = (),
+                    scratch_alloc: Optional[Allocator] = None) -> Tuple[Tensor, ...]:
     """The forward recurrence's outputs, unfilled: y, h_n, c_n, saved_gates,
-    saved_c, saved_h; what is not saved is empty. Also the op's fake kernel.
+    saved_c, saved_h (from scratch_alloc, default alloc); what is not saved is
+    empty. Also the op's fake kernel.
     Of gates_x (or x, when the input is projected inside) only the leading
     dims, dtype and device are used. h_n and c_n are [*state_prefix, N, ...]
     (state_prefix=(1,): nn.LSTM's stacked layout of one layer, without a view op)."""
@@ -78,18 +94,19 @@ def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden:
     rows = gates_x.numel() // gates_x.shape[-1]
 
     def saved(width, needed):
-        return alloc((rows, width) if needed else (0,), dtype=acc, device=device)
+        return (scratch_alloc or alloc)((rows, width) if needed else (0,), dtype=acc, device=device)
 
     return outputs + (saved(4 * hidden, training), saved(hidden, training),
                       saved(hidden, training and w_hr is not None))
 
 
-def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor,
-                     alloc: Allocator) -> Tuple[Tensor, ...]:
-    """The backward recurrence's outputs, unfilled: grad_gates, grad_h_out (empty
-    without projection), grad_h0 [N, H_out], grad_c0 [N, H]. Also the op's fake kernel."""
+def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, alloc: Allocator,
+                     scratch_alloc: Optional[Allocator] = None) -> Tuple[Tensor, ...]:
+    """The backward recurrence's outputs, unfilled: grad_gates (from
+    scratch_alloc, default alloc), grad_h_out (empty without projection),
+    grad_h0 [N, H_out], grad_c0 [N, H]. Also the op's fake kernel."""
     device, dtype = grad_y.device, grad_y.dtype
-    return (alloc((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype=dtype, device=device),
+    return ((scratch_alloc or alloc)((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype=dtype, device=device),
             alloc(grad_y.shape if w_hr is not None else (0,), dtype=dtype, device=device),
             alloc((c0.shape[0], grad_y.shape[-1]), dtype=dtype, device=device),
             alloc(c0.shape, dtype=dtype, device=device))
@@ -120,15 +137,18 @@ def run_forward(module, launch: Callable, gates_x: Tensor, w_hh: Tensor, w_hr: O
 def forward_fields(module, gates_x: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], h0: Optional[Tensor],
                    c0: Optional[Tensor], batch_sizes: Optional[Tensor], training: Optional[bool],
                    alloc: Optional[Allocator] = None, projection: Optional[Projection] = None,
-                   state_prefix: Tuple[int, ...] = ()) -> Tuple[Tuple[Tensor, ...], dict]:
+                   state_prefix: Tuple[int, ...] = (), reuse_scratch: bool = False
+                   ) -> Tuple[Tuple[Tensor, ...], dict]:
     """run_forward's outputs (unfilled; state_prefix: see forward_outputs) and
     the LstmFwdParams fields that fill them, for a launcher that takes the
-    fields themselves (lstm_forward_cpu_fields)."""
+    fields themselves (lstm_forward_cpu_fields). reuse_scratch: the saved
+    buffers from scratch_allocator's pool."""
     if c0 is not None:
         batch, hidden, out_size = c0.shape[0], c0.shape[1], h0.shape[1]
     else:
         batch, hidden, out_size = zero_state_sizes(gates_x, w_hh, batch_sizes)
-    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc), state_prefix)
+    outputs = forward_outputs(gates_x, w_hr, batch, hidden, out_size, training, output_allocator(alloc), state_prefix,
+                              scratch_allocator(alloc, reuse_scratch))
     y, h_n, c_n = outputs[:3]
     saved_gates, saved_c, saved_h = outputs[3:] if training is not None else (None, None, None)
 
@@ -162,12 +182,14 @@ def run_backward(module, launch: Callable, w_hh: Tensor, w_hr: Optional[Tensor],
 def backward_fields(module, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor,
                     saved_c: Tensor, saved_h: Optional[Tensor], grad_y: Tensor, grad_h_n: Optional[Tensor],
                     grad_c_n: Optional[Tensor], batch_sizes: Optional[Tensor],
-                    alloc: Optional[Allocator] = None) -> Tuple[Tuple[Tensor, ...], dict]:
+                    alloc: Optional[Allocator] = None, reuse_scratch: bool = False
+                    ) -> Tuple[Tuple[Tensor, ...], dict]:
     """run_backward's outputs (unfilled) and the LstmBwdParams fields that
     fill them, for a launcher that takes the fields themselves
-    (lstm_backward_cpu_fields)."""
+    (lstm_backward_cpu_fields). reuse_scratch: grad_gates from
+    scratch_allocator's pool."""
     proj_size = 0 if w_hr is None else w_hr.shape[0]
-    outputs = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc))
+    outputs = backward_outputs(w_hr, c0, grad_y, output_allocator(alloc), scratch_allocator(alloc, reuse_scratch))
     grad_gates, grad_h_out, grad_h0, grad_c0 = outputs
     fields = _size_fields(grad_y, c0.shape[0], c0.shape[1], proj_size, batch_sizes)
     fields.update(dtype=getattr(module.DType, _DTYPE_NAMES[grad_y.dtype]), w_hh=w_hh, w_hr=w_hr, c0=c0,
