@@ -10,6 +10,7 @@ None (null) or ints (csrc/bind_params.h).
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Optional, Tuple
 
@@ -34,9 +35,9 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 POISON_OUTPUTS = os.environ.get("FUSED_LSTM_POISON_OUTPUTS") == "1"
 
 
-def poisoned_buffer(shape, *, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A NaN-filled buffer (left uninitialised if not floating point)."""
-    tensor = torch.empty(shape, dtype=dtype, device=device)
+def poisoned_buffer(shape, *, dtype: torch.dtype, device: torch.device, empty: Allocator = torch.empty) -> Tensor:
+    """A NaN-filled buffer from empty (left uninitialised if not floating point)."""
+    tensor = empty(shape, dtype=dtype, device=device)
     return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
 
 
@@ -48,17 +49,13 @@ def output_allocator(alloc: Optional[Allocator] = None) -> Allocator:
     return poisoned_buffer if POISON_OUTPUTS else torch.empty
 
 
-def _poisoned_reused(shape, *, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return _buffers.reused_empty(shape, dtype=dtype, device=device).fill_(float("nan"))
-
-
 def scratch_allocator(alloc: Optional[Allocator], reuse: bool) -> Allocator:
     """The allocator of the internal buffers (saved gates and cells, the gate
     gradients): output_allocator(alloc), or with reuse (the CPU backend's
     calls, alloc None) the pool of _buffers, NaN-filled under POISON_OUTPUTS."""
     if alloc is not None or not reuse:
         return output_allocator(alloc)
-    return _poisoned_reused if POISON_OUTPUTS else _buffers.reused_empty
+    return functools.partial(poisoned_buffer, empty=_buffers.reused_empty) if POISON_OUTPUTS else _buffers.reused_empty
 
 
 def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]) -> dict:
