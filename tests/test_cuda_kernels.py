@@ -25,6 +25,8 @@ SHAPES = [
     pytest.param(20, 16, 768, 0, None, id="T20-N16-H768"),
     pytest.param(50, 1, 256, 0, None, id="T50-N1-H256"),
     pytest.param(8, 8, 1024, 256, None, id="proj-H1024-P256"),
+    pytest.param(6, 70, 40, 0, None, id="T6-N70-H40"),
+    pytest.param(5, 40, 24, 8, [40, 33, 32, 3, 1], id="packed-proj-N40"),
 ]
 
 

@@ -17,13 +17,15 @@ simt = pytest.importorskip("fused_lstm._simt", reason="built without FUSED_LSTM_
 
 pytestmark = pytest.mark.simt
 
-# (T, N, H, P, batch_sizes): odd sizes, partial warps, tiles and blocks.
+# (T, N, H, P, batch_sizes): odd sizes, partial warps, tiles, stages and blocks.
 SHAPES = [
     pytest.param(1, 1, 5, 0, None, id="T1-N1-H5"),
     pytest.param(3, 2, 37, 0, None, id="T3-N2-H37"),
     pytest.param(4, 5, 33, 0, [5, 3, 3, 1], id="packed-N5-H33"),
     pytest.param(3, 3, 20, 7, None, id="proj-H20-P7"),
     pytest.param(4, 6, 19, 6, [6, 5, 2, 2], id="packed-proj-H19-P6"),
+    # A batch over one shared-memory stage (32 rows): a full and a partial one.
+    pytest.param(3, 35, 7, 3, [35, 33, 9], id="packed-proj-N35"),
 ]
 
 

@@ -41,7 +41,7 @@ struct DeviceLimits {
   int64_t shared_memory_per_block = 0;  // opt-in maximum for dynamic shared memory
   int64_t shared_memory_per_sm = 0;
   int registers_per_sm = 0;
-  int block_threads = 128;  // threads per block the launchers use
+  int block_threads = 128;  // threads per block the launchers may use, at most
 };
 
 // Arguments must have the kernel's exact parameter types: a cooperative launch
@@ -95,6 +95,8 @@ inline DeviceLimits device_limits() {
     limits.shared_memory_per_sm = value;
     FUSED_LSTM_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMaxRegistersPerMultiprocessor, device));
     limits.registers_per_sm = value;
+    FUSED_LSTM_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMaxThreadsPerBlock, device));
+    limits.block_threads = value;
     FUSED_LSTM_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
     limits.sm_count = value;
   }

@@ -4,10 +4,12 @@
 // Work split: a block owns a slice of J hidden units (all four gate rows of
 // each, so the gate math needs nothing from other blocks) and, with a
 // projection, a slice of Q projection outputs. Every recurrent product is
-// "rows times a batch tile": a warp takes kRowsPerPass weight rows, its lanes
-// stride along them (coalesced), kBatchTile batch rows are accumulated at once
-// in fp32 registers against a tile staged in shared memory, and a warp shuffle
-// reduction finishes each dot product (fixed order: deterministic, no atomics).
+// "rows times a batch stage": up to kMaxStageRows batch rows of the step's
+// input are staged in shared memory at once, and the block's warps share out
+// (row pair, batch tile) work items: a warp takes kRowsPerPass weight rows, its
+// lanes stride along them (coalesced), kBatchTile batch rows are accumulated at
+// once in fp32 registers, and a warp shuffle reduction finishes each dot
+// product (fixed order: deterministic, no atomics).
 //
 // Paths: step kernels for any size the shared-memory tile allows (K = 4H in
 // backward: H up to ~3500 on an H100); persistent kernels when the block's
@@ -38,10 +40,13 @@
 
 namespace fused_lstm::cuda {
 
-constexpr int kMaxThreads = 128;      // threads per block, at most (launch bounds)
-constexpr int kMinBlocksPerSm = 4;    // => ptxas keeps every kernel at <= 128 registers
+constexpr int kMaxThreads = 512;      // threads per block, at most (launch bounds)
+constexpr int kMinBlocksPerSm = 1;    // => ptxas keeps every kernel at <= 128 registers
+constexpr int kMinWarps = 4;          // warps per block, at least
 constexpr int kRegisterBudget = 65536 / (kMaxThreads * kMinBlocksPerSm);
-constexpr int kBatchTile = 4;         // batch rows per shared-memory tile
+constexpr int kBatchTile = 4;         // batch rows a warp accumulates at once (registers)
+constexpr int kMaxStageRows = 32;     // batch rows staged in shared memory at once, at most
+constexpr int64_t kStageBytes = 32 * 1024;  // shared memory a stage may take (a one-tile stage may take more)
 constexpr int kRowsPerPass = 2;       // weight rows a warp multiplies at once
 constexpr int kStepUnits = 8;         // hidden units per block in the step kernels, at most
 
@@ -63,18 +68,23 @@ struct StepRows {
   __device__ __forceinline__ int64_t first(int64_t t) const { return batch_sizes ? row_offsets[t] : t * batch; }
 };
 
-// out[b * out_stride + i] = sum_k row(i)[k] * tile[b * K + k] for i < count,
-// b < kBatchTile. The tile is fp32 in shared memory; rows are any storage type.
-// A warp takes kRowsPerPass rows at once so each tile value it loads feeds
-// kRowsPerPass FMAs. Every dot product is one warp's, lanes striding over k,
-// then a butterfly: the same order whatever the grid, so the step and
+// out[b * out_stride + i] = sum_k row(i)[k] * stage[b * K + k] for i < count,
+// b < batch (rounded up to kBatchTile; the stage is zero past batch). The
+// stage is fp32 in shared memory; rows are any storage type. Work items are
+// (kRowsPerPass rows, kBatchTile batch rows), dealt out to the warps: each
+// stage value a warp loads feeds kRowsPerPass FMAs, each weight kBatchTile.
+// Every dot product is one warp's, lanes striding over k, then a butterfly:
+// the same order whatever the grid or the stage size, so the step and
 // persistent paths give the same bits.
 template <class T, class RowFn>
-__device__ __forceinline__ void rows_times_tile(RowFn row, int count, const float* tile, int64_t K64, float* out,
-                                                int out_stride) {
+__device__ __forceinline__ void rows_times_stage(RowFn row, int count, const float* stage, int64_t K64, int batch,
+                                                 float* out, int out_stride) {
   const int lane = int(threadIdx.x % 32), warp = int(threadIdx.x / 32), warps = int(blockDim.x / 32);
   const int K = int(K64);  // < 2^31: the launchers bound K by shared memory
-  for (int i0 = warp * kRowsPerPass; i0 < count; i0 += warps * kRowsPerPass) {  // warp-uniform
+  const int tiles = (batch + kBatchTile - 1) / kBatchTile, pairs = (count + kRowsPerPass - 1) / kRowsPerPass;
+  for (int item = warp; item < pairs * tiles; item += warps) {  // warp-uniform
+    const int i0 = item / tiles * kRowsPerPass, b0 = item % tiles * kBatchTile;
+    const float* tile = stage + b0 * K;
     const T* a[kRowsPerPass];
 #pragma unroll
     for (int r = 0; r < kRowsPerPass; ++r) a[r] = row(std::min(i0 + r, count - 1));  // past count: result dropped
@@ -103,17 +113,18 @@ __device__ __forceinline__ void rows_times_tile(RowFn row, int count, const floa
       for (int r = 0; r < kRowsPerPass; ++r)
         if (i0 + r < count)
 #pragma unroll
-          for (int b = 0; b < kBatchTile; ++b) out[b * out_stride + i0 + r] = acc[r][b];
+          for (int b = 0; b < kBatchTile; ++b) out[(b0 + b) * out_stride + i0 + r] = acc[r][b];
     }
   }
 }
 
-// tile[b][k] = value(n0 + b, k) for b < count, 0 for the rest of the tile.
+// stage[b][k] = value(b, k) for b < count, 0 up to the next whole tile.
 template <class ValueFn>
-__device__ __forceinline__ void stage_tile(float* tile, int64_t K, int count, ValueFn value) {
-  for (int64_t index = threadIdx.x; index < kBatchTile * K; index += blockDim.x) {
+__device__ __forceinline__ void stage_rows(float* stage, int64_t K, int count, ValueFn value) {
+  const int64_t filled = int64_t((count + kBatchTile - 1) / kBatchTile * kBatchTile) * K;
+  for (int64_t index = threadIdx.x; index < filled; index += blockDim.x) {
     const int b = int(index / K);
-    tile[index] = b < count ? value(b, index - b * K) : 0.f;
+    stage[index] = b < count ? value(b, index - b * K) : 0.f;
   }
 }
 
@@ -122,6 +133,7 @@ struct FwdArgs {
   ForwardWorkspace w;
   int units;  // J: hidden units per block
   int proj;   // Q: projection outputs per block
+  int stage;  // batch rows per shared-memory stage (a multiple of kBatchTile)
 };
 
 struct BwdArgs {
@@ -129,6 +141,7 @@ struct BwdArgs {
   BackwardWorkspace w;
   int units;  // J: hidden units per block
   int proj;   // Q: h_out columns per block (== J without projection)
+  int stage;  // batch rows per shared-memory stage (a multiple of kBatchTile)
 };
 
 // Forward, step t, this block's hidden units: pre-activations (recurrent
@@ -154,14 +167,14 @@ __device__ void fwd_gates_step(const FwdArgs& a, int64_t t, RowFn w_row, float* 
   float* saved_c = static_cast<float*>(a.p.saved_c);
   float* saved_h = static_cast<float*>(a.p.saved_h);
 
-  for (int64_t n0 = 0; n0 < rows; n0 += kBatchTile) {
-    const int count = int(std::min<int64_t>(kBatchTile, rows - n0));
-    stage_tile(tile, O, count, [&](int b, int64_t k) {
+  for (int64_t n0 = 0; n0 < rows; n0 += a.stage) {
+    const int count = int(std::min<int64_t>(a.stage, rows - n0));
+    stage_rows(tile, O, count, [&](int b, int64_t k) {
       const int64_t index = (n0 + b) * O + k;
       return t == 0 ? to_acc(h0[index]) : h_prev[index];
     });
     __syncthreads();
-    rows_times_tile<T>(w_row, 4 * units, tile, O, pre, 4 * J);
+    rows_times_stage<T>(w_row, 4 * units, tile, O, count, pre, 4 * J);
 #ifndef FUSED_LSTM_TEST_DROP_BARRIER  // tests/test_simt_tsan.py: ThreadSanitizer must flag its absence
     __syncthreads();
 #endif
@@ -209,11 +222,11 @@ __device__ void fwd_proj_step(const FwdArgs& a, int64_t t, RowFn w_row, float* t
   const StepRows steps{s.batch_sizes, a.w.row_offsets, N, s.seq_len};
   const int64_t rows = steps.rows(t), row0 = steps.first(t), next_rows = steps.rows(t + 1);
   float* h_next = a.w.h_state + (t & 1) * N * P;
-  for (int64_t n0 = 0; n0 < rows; n0 += kBatchTile) {
-    const int count = int(std::min<int64_t>(kBatchTile, rows - n0));
-    stage_tile(tile, H, count, [&](int b, int64_t k) { return a.w.h_cell[(n0 + b) * H + k]; });
+  for (int64_t n0 = 0; n0 < rows; n0 += a.stage) {
+    const int count = int(std::min<int64_t>(a.stage, rows - n0));
+    stage_rows(tile, H, count, [&](int b, int64_t k) { return a.w.h_cell[(n0 + b) * H + k]; });
     __syncthreads();
-    rows_times_tile<T>(w_row, outputs, tile, H, out, Q);
+    rows_times_stage<T>(w_row, outputs, tile, H, count, out, Q);
     __syncthreads();
     for (int index = threadIdx.x; index < count * outputs; index += blockDim.x) {
       const int b = index / outputs, u = index - b * outputs;
@@ -245,13 +258,13 @@ __device__ void bwd_dh_step(const BwdArgs& a, int64_t t, RowFn w_row, float* til
   const float* dgates_next = a.w.dgates + ((t + 1) & 1) * N * 4 * H;
   const T* grad_y = static_cast<const T*>(a.p.grad_y);
   const T* grad_h_n = static_cast<const T*>(a.p.grad_h_n);
-  for (int64_t n0 = 0; n0 < rows; n0 += kBatchTile) {
-    const int count = int(std::min<int64_t>(kBatchTile, rows - n0));
+  for (int64_t n0 = 0; n0 < rows; n0 += a.stage) {
+    const int count = int(std::min<int64_t>(a.stage, rows - n0));
     if (n0 < next_rows) {  // block-uniform
       const int carried = int(std::min<int64_t>(count, next_rows - n0));
-      stage_tile(tile, 4 * H, carried, [&](int b, int64_t k) { return dgates_next[(n0 + b) * 4 * H + k]; });
+      stage_rows(tile, 4 * H, carried, [&](int b, int64_t k) { return dgates_next[(n0 + b) * 4 * H + k]; });
       __syncthreads();
-      rows_times_tile<T>(w_row, columns, tile, 4 * H, out, Q);
+      rows_times_stage<T>(w_row, columns, tile, 4 * H, carried, out, Q);
       __syncthreads();
     }
     for (int index = threadIdx.x; index < count * columns; index += blockDim.x) {
@@ -293,18 +306,18 @@ __device__ void bwd_gates_step(const BwdArgs& a, int64_t t, RowFn w_row, float* 
   const T* grad_c_n = static_cast<const T*>(a.p.grad_c_n);
   const T* c0 = static_cast<const T*>(a.p.c0);
   T* grad_gates = static_cast<T*>(a.p.grad_gates);
-  for (int64_t n0 = 0; n0 < rows; n0 += kBatchTile) {
-    const int count = int(std::min<int64_t>(kBatchTile, rows - n0));
+  for (int64_t n0 = 0; n0 < rows; n0 += a.stage) {
+    const int count = int(std::min<int64_t>(a.stage, rows - n0));
     if (P > 0) {
-      stage_tile(tile, P, count, [&](int b, int64_t k) { return a.w.dh_out[(n0 + b) * P + k]; });
+      stage_rows(tile, P, count, [&](int b, int64_t k) { return a.w.dh_out[(n0 + b) * P + k]; });
       __syncthreads();
-      rows_times_tile<T>(w_row, units, tile, P, out, J);
+      rows_times_stage<T>(w_row, units, tile, P, count, out, J);
       __syncthreads();
     } else if (n0 < next_rows) {  // block-uniform
       const int carried = int(std::min<int64_t>(count, next_rows - n0));
-      stage_tile(tile, 4 * H, carried, [&](int b, int64_t k) { return dgates_next[(n0 + b) * 4 * H + k]; });
+      stage_rows(tile, 4 * H, carried, [&](int b, int64_t k) { return dgates_next[(n0 + b) * 4 * H + k]; });
       __syncthreads();
-      rows_times_tile<T>(w_row, units, tile, 4 * H, out, J);
+      rows_times_stage<T>(w_row, units, tile, 4 * H, carried, out, J);
       __syncthreads();
     }
     for (int index = threadIdx.x; index < count * units; index += blockDim.x) {
@@ -331,9 +344,21 @@ __device__ void bwd_gates_step(const BwdArgs& a, int64_t t, RowFn w_row, float* 
   }
 }
 
-// Shared memory of a step body: the batch tile (K values per row) and its
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Shared memory of a step body: the batch stage (K values per row) and its
 // results (R per row), fp32.
-inline int64_t tile_bytes(int64_t K, int64_t R) { return kBatchTile * (K + R) * int64_t(sizeof(float)); }
+inline int64_t stage_bytes(int64_t K, int64_t R, int stage) { return stage * (K + R) * int64_t(sizeof(float)); }
+
+// Batch rows per stage: the whole batch (in whole tiles) up to kMaxStageRows,
+// within kStageBytes, at least one tile. One stage per step where the batch
+// allows: every stage costs three block barriers and a round of staging
+// loads, and a one-tile stage leaves warps idle when the block has few rows.
+inline int stage_rows_for(int64_t batch, int64_t K, int64_t R) {
+  const int64_t by_bytes = kStageBytes / ((K + R) * int64_t(sizeof(float))) / kBatchTile * kBatchTile;
+  const int64_t whole = ceil_div(std::max<int64_t>(batch, 1), kBatchTile) * kBatchTile;
+  return int(std::max<int64_t>(kBatchTile, std::min<int64_t>({whole, kMaxStageRows, by_bytes})));
+}
 
 // ------------------------------------------------------------------- kernels
 
@@ -375,7 +400,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_fwd_step_ke
   const int units = int(std::min<int64_t>(a.units, H - j0));
   float* tile = reinterpret_cast<float*>(smem);
   fwd_gates_step<T>(a, t, [&](int i) { return w_hh + ((i / units) * H + j0 + i % units) * O; }, tile,
-                    tile + kBatchTile * O);
+                    tile + a.stage * O);
 }
 
 template <class T>
@@ -384,15 +409,15 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_fwd_proj_ke
   const int64_t H = a.p.sizes.hidden;
   const T* w_hr = static_cast<const T*>(a.p.w_hr) + int64_t(blockIdx.x) * a.proj * H;
   float* tile = reinterpret_cast<float*>(smem);
-  fwd_proj_step<T>(a, t, [&](int i) { return w_hr + i * H; }, tile, tile + kBatchTile * H);
+  fwd_proj_step<T>(a, t, [&](int i) { return w_hr + i * H; }, tile, tile + a.stage * H);
 }
 
 // Shared memory of the persistent forward: W_hh rows [4][J][H_out], W_hr rows
-// [Q][H] (storage type), then the tile and its results.
-template <class T> int64_t fwd_persistent_smem(const LstmSizes& s, int J, int Q) {
+// [Q][H] (storage type), then the stage and its results.
+template <class T> int64_t fwd_persistent_smem(const LstmSizes& s, int J, int Q, int stage) {
   const int64_t H = s.hidden, O = s.out_size();
   const int64_t weights = (4 * J * O + (s.proj_size > 0 ? Q * H : 0)) * int64_t(sizeof(T));
-  return (weights + 15) / 16 * 16 + tile_bytes(std::max(O, H), std::max<int64_t>(4 * J, Q));
+  return (weights + 15) / 16 * 16 + stage_bytes(std::max(O, H), std::max<int64_t>(4 * J, Q), stage);
 }
 
 template <class T>
@@ -408,7 +433,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_fwd_persist
   T* wr_slice = w_slice + 4 * J * O;        // [outputs][H]
   const int64_t weight_bytes = (4 * J * O + (P > 0 ? Q * H : 0)) * int64_t(sizeof(T));
   float* tile = reinterpret_cast<float*>(smem + (weight_bytes + 15) / 16 * 16);
-  float* out = tile + kBatchTile * std::max(O, H);
+  float* out = tile + a.stage * std::max(O, H);
 
   // Load this block's weight rows once; they stay in shared memory for all steps.
   const T* w_hh = static_cast<const T*>(a.p.w_hh);
@@ -437,7 +462,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_bwd_dh_kern
   const int64_t H = a.p.sizes.hidden;
   const T* w_t = static_cast<const T*>(a.w.w_hh_t) + int64_t(blockIdx.x) * a.proj * 4 * H;
   float* tile = reinterpret_cast<float*>(smem);
-  bwd_dh_step<T>(a, t, [&](int i) { return w_t + i * 4 * H; }, tile, tile + kBatchTile * 4 * H);
+  bwd_dh_step<T>(a, t, [&](int i) { return w_t + i * 4 * H; }, tile, tile + a.stage * 4 * H);
 }
 
 template <class T>
@@ -447,15 +472,15 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_bwd_step_ke
   const int64_t K = P > 0 ? P : 4 * H;  // row length of W_hr^T or W_hh^T
   const T* w_t = static_cast<const T*>(P > 0 ? a.w.w_hr_t : a.w.w_hh_t) + int64_t(blockIdx.x) * a.units * K;
   float* tile = reinterpret_cast<float*>(smem);
-  bwd_gates_step<T>(a, t, [&](int i) { return w_t + i * K; }, tile, tile + kBatchTile * K);
+  bwd_gates_step<T>(a, t, [&](int i) { return w_t + i * K; }, tile, tile + a.stage * K);
 }
 
 // Shared memory of the persistent backward: W_hh^T rows [Q][4H] and, with a
-// projection, W_hr^T rows [J][P]; then the tile and its results.
-template <class T> int64_t bwd_persistent_smem(const LstmSizes& s, int J, int Q) {
+// projection, W_hr^T rows [J][P]; then the stage and its results.
+template <class T> int64_t bwd_persistent_smem(const LstmSizes& s, int J, int Q, int stage) {
   const int64_t H = s.hidden, P = s.proj_size;
   const int64_t weights = (Q * 4 * H + (P > 0 ? J * P : 0)) * int64_t(sizeof(T));
-  return (weights + 15) / 16 * 16 + tile_bytes(4 * H, std::max(J, Q));
+  return (weights + 15) / 16 * 16 + stage_bytes(4 * H, std::max(J, Q), stage);
 }
 
 template <class T>
@@ -471,7 +496,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_bwd_persist
   T* wrt_slice = wt_slice + Q * 4 * H;       // [units][P]
   const int64_t weight_bytes = (Q * 4 * H + (P > 0 ? J * P : 0)) * int64_t(sizeof(T));
   float* tile = reinterpret_cast<float*>(smem + (weight_bytes + 15) / 16 * 16);
-  float* out = tile + kBatchTile * 4 * H;
+  float* out = tile + a.stage * 4 * H;
 
   const T* w_hh_t = static_cast<const T*>(a.w.w_hh_t);
   for (int64_t index = threadIdx.x; index < columns * 4 * H; index += blockDim.x)
@@ -496,8 +521,6 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocksPerSm) lstm_bwd_persist
 
 // ------------------------------------------------------------------ launchers
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 inline RecurrencePath requested_path(RecurrencePath path) {
   if (path != RecurrencePath::kAuto) return path;
   const char* env = std::getenv("FUSED_LSTM_CUDA_PATH");
@@ -516,7 +539,13 @@ inline int step_units(int64_t count) {
   return int(std::max<int64_t>(1, std::min<int64_t>(kStepUnits, ceil_div(count, blocks_wanted))));
 }
 
-inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream) {
+// Warps a product of `rows` weight rows with a stage of `stage` batch rows keeps busy.
+inline int product_warps(int64_t rows, int stage) { return int(ceil_div(rows, kRowsPerPass) * (stage / kBatchTile)); }
+
+// A launch of `grid` blocks of one warp per product work item (`warps`), from
+// kMinWarps up to kMaxThreads threads: at about one block per SM a block's
+// warps are all the SM has to hide its loads' and shuffles' latency.
+inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream, int64_t warps = kMinWarps) {
   const DeviceLimits limits = device_limits();
   FUSED_LSTM_CHECK_ARG(grid < (int64_t(1) << 31), "grid of ", grid, " blocks");
   FUSED_LSTM_CHECK_ARG(smem <= limits.shared_memory_per_block, "the step kernels need ", smem,
@@ -524,7 +553,8 @@ inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream) {
                        " (hidden size too large)");
   LaunchConfig config;
   config.grid = unsigned(grid);
-  config.block = unsigned(std::min(limits.block_threads, kMaxThreads));
+  const int64_t threads = 32 * std::max<int64_t>(kMinWarps, warps);
+  config.block = unsigned(std::min<int64_t>({limits.block_threads, kMaxThreads, threads}));
   config.shared_memory = smem;
   config.stream = stream;
   config.registers_per_thread = kRegisterBudget;
@@ -534,22 +564,28 @@ inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream) {
 // The persistent launch: about one block per SM (every block stages all of
 // h_{t-1} from L2 each step, so more blocks cost L2 bandwidth and barrier
 // participants), with the fewest units per block whose slices fit in shared
-// memory and whose grid can be co-resident. Returns false if none.
-template <class Kernel, class SmemFn>
-bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, SmemFn smem_of, LaunchConfig& config, int& J,
-                     int& Q) {
+// memory and whose grid can be co-resident, and the largest batch stage
+// (stage_of(J, Q), capped at kMaxStageRows, else one tile) that allows one.
+// smem_of(J, Q, stage) gives a block's shared memory, warps_of(J, Q, stage)
+// its warps. Returns false if none.
+template <class Kernel, class StageFn, class SmemFn, class WarpsFn>
+bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, StageFn stage_of, SmemFn smem_of,
+                     WarpsFn warps_of, LaunchConfig& config, int& J, int& Q, int& stage) {
   const DeviceLimits limits = device_limits();
-  for (int64_t units = std::max<int64_t>(1, ceil_div(H, limits.sm_count)); units <= H; ++units) {
-    const int64_t blocks = ceil_div(H, units);
-    if (units > 1 && ceil_div(H, units - 1) == blocks) continue;  // same grid, fewer units is better
-    const int64_t proj = P > 0 ? ceil_div(P, blocks) : 0;
-    const int64_t smem = smem_of(int(units), int(proj));
-    if (smem > limits.shared_memory_per_block) return false;  // grows with units: nothing larger fits
-    LaunchConfig candidate = base_config(blocks, smem, stream);
-    candidate.cooperative = true;
-    if (blocks > co_resident_blocks(kernel, candidate)) continue;
-    config = candidate, J = int(units), Q = int(proj);
-    return true;
+  for (const int cap : {kMaxStageRows, kBatchTile}) {
+    for (int64_t units = std::max<int64_t>(1, ceil_div(H, limits.sm_count)); units <= H; ++units) {
+      const int64_t blocks = ceil_div(H, units);
+      if (units > 1 && ceil_div(H, units - 1) == blocks) continue;  // same grid, fewer units is better
+      const int64_t proj = P > 0 ? ceil_div(P, blocks) : 0;
+      const int rows = std::min(cap, stage_of(int(units), int(proj)));
+      const int64_t smem = smem_of(int(units), int(proj), rows);
+      if (smem > limits.shared_memory_per_block) break;  // grows with units: nothing larger fits
+      LaunchConfig candidate = base_config(blocks, smem, stream, warps_of(int(units), int(proj), rows));
+      candidate.cooperative = true;
+      if (blocks > co_resident_blocks(kernel, candidate)) continue;
+      config = candidate, J = int(units), Q = int(proj), stage = rows;
+      return true;
+    }
   }
   return false;
 }
@@ -558,27 +594,32 @@ template <DType D> void launch_lstm_forward(const LstmFwdParams& p) {
   using T = storage_t<D>;
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, O = s.out_size(), P = s.proj_size;
-  FwdArgs a{p, carve_forward_workspace(p, p.workspace), 0, 0};
+  FwdArgs a{p, carve_forward_workspace(p, p.workspace), 0, 0, 0};
   if (s.batch_sizes)
     launch(lstm_row_offsets_kernel, base_config(1, 0, p.stream), s.batch_sizes, s.seq_len, a.w.row_offsets);
 
   const RecurrencePath path = requested_path(p.path);
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
-    const bool fits = plan_persistent(lstm_fwd_persistent_kernel<T>, H, P, p.stream,
-                                      [&](int J, int Q) { return fwd_persistent_smem<T>(s, J, Q); }, config, a.units,
-                                      a.proj);
+    const bool fits = plan_persistent(
+        lstm_fwd_persistent_kernel<T>, H, P, p.stream,
+        [&](int J, int Q) { return stage_rows_for(s.batch, std::max(O, H), std::max(4 * J, Q)); },
+        [&](int J, int Q, int stage) { return fwd_persistent_smem<T>(s, J, Q, stage); },
+        [&](int J, int Q, int stage) { return std::max(product_warps(4 * J, stage), product_warps(Q, stage)); },
+        config, a.units, a.proj, a.stage);
     FUSED_LSTM_CHECK_ARG(fits || path == RecurrencePath::kAuto,
                          "the persistent forward does not fit on this device: hidden=", H, " proj_size=", P);
     if (fits) return launch(lstm_fwd_persistent_kernel<T>, config, a);
   }
   a.units = step_units(H);
-  const LaunchConfig gates = base_config(ceil_div(H, a.units), tile_bytes(O, 4 * a.units), p.stream);
+  a.proj = P > 0 ? step_units(P) : 0;
+  a.stage = stage_rows_for(s.batch, O, 4 * a.units);
+  if (P > 0) a.stage = std::min(a.stage, stage_rows_for(s.batch, H, a.proj));
+  const LaunchConfig gates = base_config(ceil_div(H, a.units), stage_bytes(O, 4 * a.units, a.stage), p.stream,
+                                         product_warps(4 * a.units, a.stage));
   LaunchConfig proj;
-  if (P > 0) {
-    a.proj = step_units(P);
-    proj = base_config(ceil_div(P, a.proj), tile_bytes(H, a.proj), p.stream);
-  }
+  if (P > 0)
+    proj = base_config(ceil_div(P, a.proj), stage_bytes(H, a.proj, a.stage), p.stream, product_warps(a.proj, a.stage));
   for (int64_t t = 0; t < s.seq_len; ++t) {
     launch(lstm_fwd_step_kernel<T>, gates, a, t);
     if (P > 0) launch(lstm_fwd_proj_kernel<T>, proj, a, t);
@@ -589,7 +630,7 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   using T = storage_t<D>;
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, O = s.out_size(), P = s.proj_size;
-  BwdArgs a{p, carve_backward_workspace(p, p.workspace), 0, 0};
+  BwdArgs a{p, carve_backward_workspace(p, p.workspace), 0, 0, 0};
   if (s.batch_sizes)
     launch(lstm_row_offsets_kernel, base_config(1, 0, p.stream), s.batch_sizes, s.seq_len, a.w.row_offsets);
   const auto transpose = [&](const void* in, int64_t R, int64_t C, void* out) {
@@ -603,9 +644,12 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
     // Without a projection a block's h_out columns are its hidden units (Q = J).
-    const bool fits = plan_persistent(lstm_bwd_persistent_kernel<T>, H, P, p.stream,
-                                      [&](int J, int Q) { return bwd_persistent_smem<T>(s, J, P > 0 ? Q : J); },
-                                      config, a.units, a.proj);
+    const bool fits = plan_persistent(
+        lstm_bwd_persistent_kernel<T>, H, P, p.stream,
+        [&](int J, int Q) { return stage_rows_for(s.batch, 4 * H, std::max(J, P > 0 ? Q : J)); },
+        [&](int J, int Q, int stage) { return bwd_persistent_smem<T>(s, J, P > 0 ? Q : J, stage); },
+        [&](int J, int Q, int stage) { return std::max(product_warps(J, stage), product_warps(P > 0 ? Q : J, stage)); },
+        config, a.units, a.proj, a.stage);
     FUSED_LSTM_CHECK_ARG(fits || path == RecurrencePath::kAuto,
                          "the persistent backward does not fit on this device: hidden=", H, " proj_size=", P);
     if (fits) {
@@ -615,9 +659,12 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   }
   a.units = step_units(H);
   a.proj = P > 0 ? step_units(P) : a.units;
-  const LaunchConfig gates =
-      base_config(ceil_div(H, a.units), tile_bytes(P > 0 ? P : 4 * H, a.units), p.stream);
-  const LaunchConfig dh = base_config(ceil_div(O, a.proj), tile_bytes(4 * H, a.proj), p.stream);
+  // One stage size for both kernels (the dh kernel also runs for grad_h0).
+  a.stage = std::min(stage_rows_for(s.batch, P > 0 ? P : 4 * H, a.units), stage_rows_for(s.batch, 4 * H, a.proj));
+  const LaunchConfig gates = base_config(ceil_div(H, a.units), stage_bytes(P > 0 ? P : 4 * H, a.units, a.stage),
+                                         p.stream, product_warps(a.units, a.stage));
+  const LaunchConfig dh =
+      base_config(ceil_div(O, a.proj), stage_bytes(4 * H, a.proj, a.stage), p.stream, product_warps(a.proj, a.stage));
   for (int64_t t = s.seq_len - 1; t >= 0; --t) {
     if (P > 0) launch(lstm_bwd_dh_kernel<T>, dh, a, t);
     launch(lstm_bwd_step_kernel<T>, gates, a, t);
