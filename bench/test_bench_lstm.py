@@ -15,5 +15,5 @@ from fused_lstm.bench_report import MODES, RUNNERS, SHAPES, make_case
 def test_lstm(benchmark, shape, mode, runner, device):
     run = make_case(runner, shape, mode, device)
     run()  # warm-up: primitive creation, scripting, first-touch
-    benchmark.extra_info.update(shape=asdict(shape), mode=mode, runner=runner, flops=shape.flops(mode))
+    benchmark.extra_info.update(shape=asdict(shape), mode=mode, runner=runner, device=device, flops=shape.flops(mode))
     benchmark.pedantic(run, rounds=max(3, min(50, int(2e9 / shape.flops(mode)))), warmup_rounds=1)

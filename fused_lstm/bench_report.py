@@ -73,7 +73,7 @@ SHAPES = (
     Shape("large", 50, 64, 512, 512),
 )
 
-# Issue 5's targets: (T, N, H, mode) -> minimum nn.LSTM time / FusedLSTM time.
+# Issue 5's targets, for the CPU: (T, N, H, mode) -> minimum nn.LSTM time / FusedLSTM time.
 TARGETS = {
     (100, 1, 64, "inference"): 2.0,
     (100, 8, 128, "inference"): 1.5,
@@ -83,8 +83,8 @@ TARGETS = {
 }
 
 
-def target_for(shape: Shape, mode: str) -> Optional[float]:
-    return TARGETS.get((shape.T, shape.N, shape.H, mode))
+def target_for(shape: Shape, mode: str, device: str = "cpu") -> Optional[float]:
+    return TARGETS.get((shape.T, shape.N, shape.H, mode)) if device == "cpu" else None
 
 
 # ---------------------------------------------------------------- runners
@@ -198,6 +198,7 @@ class Result:
     runner: str
     median_ms: float
     repeats: int
+    device: str = "cpu"
 
     @property
     def gflops(self) -> float:
@@ -235,7 +236,7 @@ def time_cases(shape: Shape, mode: str, runners, device: str, budget_s: float, m
             start = time.perf_counter()
             run()
             times[runner].append((time.perf_counter() - start) * 1e3)
-    return [Result(shape, mode, runner, statistics.median(ts), len(ts)) for runner, ts in times.items()]
+    return [Result(shape, mode, runner, statistics.median(ts), len(ts), device) for runner, ts in times.items()]
 
 
 def _cpu_idle_fraction(interval: float = 0.5) -> Optional[float]:
@@ -290,7 +291,7 @@ def table(results: List[Result]) -> str:
                 if r is None:
                     continue
                 ratio = base.median_ms / r.median_ms if base else float("nan")
-                target = target_for(shape, mode) if runner == "fused" else None
+                target = target_for(shape, mode, r.device) if runner == "fused" else None
                 verdict = "" if target is None else f">= {target:.1f} {'met' if ratio >= target else 'MISSED'}"
                 lines.append(f"{shape.name:22s} {shape.group:9s} {mode:9s} {runner:12s} {r.median_ms:10.3f} "
                              f"{r.gflops:8.1f}" + (f" {100 * r.gflops / peak:5.0f}%" if peak else "")
@@ -317,7 +318,8 @@ def plot(results: List[Result], path: str) -> None:
             ax.bar([k + (i - (len(runners) - 1) / 2) * width for k in range(len(shapes))], ratios, width,
                    label=runner)
         for k, shape in enumerate(shapes):
-            target = target_for(shape, mode)
+            base = by_key.get((shape, mode, BASELINE))
+            target = target_for(shape, mode, base.device) if base else None
             if target:
                 ax.plot([k - 0.4, k + 0.4], [target, target], "k--", linewidth=1)
         ax.axhline(1.0, color="gray", linewidth=0.8)
@@ -342,7 +344,7 @@ def results_from_pytest_json(path: str) -> List[Result]:
             continue
         shape = Shape(**info["shape"])
         results.append(Result(shape, info["mode"], info["runner"], bench["stats"]["median"] * 1e3,
-                              bench["stats"]["rounds"]))
+                              bench["stats"]["rounds"], info.get("device", "cpu")))
     return results
 
 

@@ -19,3 +19,12 @@ def test_time_cases_interleaves_runners_in_shuffled_orders(monkeypatch):
     for runner in runners:
         counts = [predecessors[(other, runner)] for other in runners if other != runner]
         assert min(counts) > 0.6 * max(counts), (runner, counts)
+
+
+def test_targets_are_the_cpus_only():
+    shape = next(s for s in bench_report.SHAPES if bench_report.target_for(s, "inference"))
+    for device, shown in (("cpu", True), ("cuda", False)):
+        results = [bench_report.Result(shape, "inference", runner, ms, 5, device)
+                   for runner, ms in (("fused", 1.0), ("lstm", 3.0))]
+        fused_row = next(line for line in bench_report.table(results).splitlines() if " fused " in line)
+        assert ("met" in fused_row) == shown, (device, fused_row)
