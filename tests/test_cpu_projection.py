@@ -195,6 +195,13 @@ def _module_input(config, packed, dtype):
     return torch.randn((5, 17, 6) if config.get("batch_first", False) else (17, 5, 6), dtype=dtype)
 
 
+def _module_parity_cases(test):
+    """The module parity tests' grid: f64/f32 x MODULE_CONFIGS x dense/packed."""
+    test = pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])(test)
+    test = pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)(test)
+    return pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])(test)
+
+
 def _projected_calls(monkeypatch):
     """Records the training argument of every _backend.projected_forward call (None: inference)."""
     from fused_lstm import _backend
@@ -215,9 +222,7 @@ def _twin_lstms(config, dtype, training):
     return reference_lstm, FusedLSTM.from_torch(reference_lstm)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
-@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@_module_parity_cases
 def test_module_inference_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
     calls = _projected_calls(monkeypatch)
     reference_lstm, fused = _twin_lstms(config, dtype, training=False)
@@ -234,9 +239,7 @@ def test_module_inference_takes_projected_path_and_matches_torch(config, packed,
         assert_close(a, b, tol, name)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=_config_id)
-@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@_module_parity_cases
 def test_module_training_takes_projected_path_and_matches_torch(config, packed, dtype, monkeypatch):
     # Eager CPU training projects x inside the recurrence too; its backward
     # gives the projection's gradients (x, W_ih, both biases).
