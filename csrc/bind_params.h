@@ -237,7 +237,16 @@ inline ParamsBindings bind_params(py::module_& m, bool module_local) {
       .pointer("grad_gates", &LstmBwdParams::grad_gates)
       .pointer("grad_h_out", &LstmBwdParams::grad_h_out)
       .pointer("grad_h0", &LstmBwdParams::grad_h0)
-      .pointer("grad_c0", &LstmBwdParams::grad_c0);
+      .pointer("grad_c0", &LstmBwdParams::grad_c0)
+      .value("input_size", &LstmBwdParams::input_size)
+      .pointer("x", &LstmBwdParams::x)
+      .pointer("w_ih", &LstmBwdParams::w_ih)
+      .pointer("y", &LstmBwdParams::y)
+      .pointer("h0", &LstmBwdParams::h0)
+      .pointer("grad_x", &LstmBwdParams::grad_x)
+      .pointer("grad_w_ih", &LstmBwdParams::grad_w_ih)
+      .pointer("grad_w_hh", &LstmBwdParams::grad_w_hh)
+      .pointer("grad_bias", &LstmBwdParams::grad_bias);
   return {forward, backward};
 }
 

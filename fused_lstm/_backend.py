@@ -136,6 +136,26 @@ def projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes, trai
                         state_prefix=state_prefix)
 
 
+def projected_backward(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n,
+                       batch_sizes, needs_grad):
+    """The backward of projected_forward's training call on the CPU recurrence,
+    with the gradients of the input projection and of w_hh computed inside it
+    (params.h's weight-gradient fields) instead of by GEMMs on grad_gates.
+    needs_grad: (x, w_ih, bias, w_hh) flags. Returns grad_h_out (empty without
+    projection), grad_h0, grad_c0, grad_x, grad_w_ih, grad_bias, grad_w_hh,
+    None where not needed."""
+    outputs, fields = _params.backward_fields(_C, w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
+                                              grad_c_n, batch_sizes, reuse_scratch=True)
+    alloc = _params.output_allocator()
+    grad_x, grad_w_ih, grad_bias, grad_w_hh = (
+        alloc(shape, dtype=x.dtype, device=x.device) if needed else None
+        for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (w_hh.shape[0],), w_hh.shape)))
+    _C.lstm_backward_cpu_fields(**fields, input_size=x.shape[-1], x=x, w_ih=w_ih, y=y, h0=h0, grad_x=grad_x,
+                                grad_w_ih=grad_w_ih, grad_bias=grad_bias, grad_w_hh=grad_w_hh,
+                                num_threads=torch.get_num_threads())
+    return (*outputs[1:], grad_x, grad_w_ih, grad_bias, grad_w_hh)
+
+
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     """grad_h_n / grad_c_n may be None (zero): the CPU recurrence and the
     reference take that as it is; the CUDA kernels get zero tensors."""

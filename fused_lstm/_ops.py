@@ -228,10 +228,13 @@ def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n, backward_recurrenc
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     # Weight gradients: framework GEMMs over all steps.
     grad_w_hh = _grad_w_hh(grad_gates, y, h0, batch_sizes)
-    grad_w_hr = None
-    if ctx.has_projection:
-        grad_w_hr = grad_h_out.reshape(-1, grad_h_out.shape[-1]).t() @ saved_h.to(grad_h_out.dtype)
+    grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if ctx.has_projection else None
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0
+
+
+def _grad_w_hr(grad_h_out: Tensor, saved_h: Tensor) -> Tensor:
+    """sum over rows of grad_h_out[row]^T h_cell[row]: [P, H]."""
+    return grad_h_out.reshape(-1, grad_h_out.shape[-1]).t() @ saved_h.to(grad_h_out.dtype)
 
 
 def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
@@ -272,20 +275,34 @@ class _EagerProjectedRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
         x, w_ih, *saved = ctx.saved_tensors
-        # With create_graph, the op: it has no autograd formula, so a second
-        # derivative through it raises instead of silently missing the recurrence.
-        backward_recurrence = recurrence_backward if torch.is_grad_enabled() else run_recurrence_backward
-        grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(
-            ctx, saved, grad_y, grad_h_n, grad_c_n, backward_recurrence)
-        # The input projection's gradients: the GEMMs autograd would run for x @ w_ih^T + b.
-        flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
-        grad_x = (flat_grad_gates @ w_ih).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        grad_w_ih = flat_grad_gates.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        grad_b_ih = grad_b_hh = None
-        if ctx.has_bias:
-            grad_b_ih = flat_grad_gates.sum(0)
-            grad_b_hh = grad_b_ih.clone()  # its own tensor: the engine may keep either as a .grad
-        return grad_x, grad_w_ih, grad_b_ih, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
+        needs = ctx.needs_input_grad
+        needs_bias = ctx.has_bias and (needs[2] or needs[3])
+        if torch.is_grad_enabled():
+            # create_graph: through the op, which has no autograd formula, so a second
+            # derivative raises instead of silently missing the recurrence.
+            grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(
+                ctx, saved, grad_y, grad_h_n, grad_c_n, recurrence_backward)
+            grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates, x, w_ih, needs[0], needs[1], needs_bias)
+        else:
+            # The recurrence computes dx, dW_ih, db and dW_hh itself, while grad_gates is in cache.
+            w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
+            grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+            grad_h_out, grad_h0, grad_c0, grad_x, grad_w_ih, grad_bias, grad_w_hh = _backend.projected_backward(
+                *_contiguous(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
+                             grad_c_n, batch_sizes), (needs[0], needs[1], needs_bias, needs[4]))
+            grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if ctx.has_projection else None
+        # b_hh's gradient is b_ih's, as its own tensor: the engine may keep either as a .grad.
+        grad_b_hh = grad_bias.clone() if grad_bias is not None else None
+        return grad_x, grad_w_ih, grad_bias, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
+
+
+def _projection_grads(grad_gates: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool, needs_w_ih: bool,
+                      needs_bias: bool) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """dx, dW_ih, db of x @ w_ih^T + b from grad_gates: the GEMMs autograd would run."""
+    flat_grad_gates = grad_gates.reshape(-1, grad_gates.shape[-1])
+    grad_x = (flat_grad_gates @ w_ih).reshape(x.shape) if needs_x else None
+    grad_w_ih = flat_grad_gates.t() @ x.reshape(-1, x.shape[-1]) if needs_w_ih else None
+    return grad_x, grad_w_ih, flat_grad_gates.sum(0) if needs_bias else None
 
 
 projected_recurrence_training = _EagerProjectedRecurrence.apply

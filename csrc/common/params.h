@@ -75,7 +75,8 @@ struct LstmFwdParams {
 
 // Backward recurrence, t = T-1 .. 0. Produces the gradients that flow through
 // time; the framework turns grad_gates into dW_ih, dx, db, dW_hh, and
-// grad_h_out into dW_hr, with one GEMM each.
+// grad_h_out into dW_hr, with one GEMM each, except where the CPU recurrence
+// computes the first four itself (the weight-gradient fields below).
 struct LstmBwdParams {
   LstmSizes sizes;
   DType dtype = DType::kFloat32;
@@ -92,11 +93,26 @@ struct LstmBwdParams {
   void* grad_h_out = nullptr;         // [rows, P] total dL/dh_out_t; only if P > 0
   void* grad_h0 = nullptr;            // [N, H_out]
   void* grad_c0 = nullptr;            // [N, H]
+  // CPU only: gradients the framework would get from grad_gates with GEMMs,
+  // computed inside the recurrence a chunk of steps at a time (each member for
+  // its own gate rows and input columns), while grad_gates is in cache. Each
+  // output is optional (nullptr: not computed); any of them needs the inputs
+  // it reads: grad_x w_ih; grad_w_ih x; grad_w_hh y and h0.
+  int64_t input_size = 0;             // I
+  const void* x = nullptr;            // [rows, I]
+  const void* w_ih = nullptr;         // [4H, I]
+  const void* y = nullptr;            // [rows, H_out]: h_{t-1} of step t > 0
+  const void* h0 = nullptr;           // [N, H_out]: h_{t-1} of step 0
+  void* grad_x = nullptr;             // [rows, I]
+  void* grad_w_ih = nullptr;          // [4H, I]
+  void* grad_w_hh = nullptr;          // [4H, H_out]
+  void* grad_bias = nullptr;          // [4H]: the gradient of b_ih and of b_hh
   void* stream = nullptr;
   void* workspace = nullptr;          // CUDA only, as LstmFwdParams
   int64_t workspace_bytes = 0;
   RecurrencePath path = RecurrencePath::kAuto;
   int num_threads = 0;                // CPU only, as LstmFwdParams
+  bool weight_grads_inside() const { return grad_x || grad_w_ih || grad_w_hh || grad_bias; }
 };
 
 }  // namespace fused_lstm

@@ -66,6 +66,11 @@ inline void check_params(const LstmBwdParams& p) {
   FUSED_LSTM_CHECK_ARG(!rows || (p.saved_gates && p.saved_c && p.grad_y && p.grad_gates));
   FUSED_LSTM_CHECK_ARG(!rows || !proj || (p.saved_h && p.grad_h_out));
   FUSED_LSTM_CHECK_ARG(!states || (p.c0 && p.grad_h0 && p.grad_c0));  // grad_h_n, grad_c_n: nullptr = zero
+  FUSED_LSTM_CHECK_ARG(p.input_size >= 0, "input_size=", p.input_size);
+  FUSED_LSTM_CHECK_ARG(!(p.grad_x || p.grad_w_ih) || p.input_size > 0, "grad_x and grad_w_ih need input_size");
+  FUSED_LSTM_CHECK_ARG(!rows || !p.grad_x || p.w_ih, "grad_x needs w_ih");
+  FUSED_LSTM_CHECK_ARG(!rows || !p.grad_w_ih || p.x, "grad_w_ih needs x");
+  FUSED_LSTM_CHECK_ARG(!rows || !p.grad_w_hh || (p.y && p.h0), "grad_w_hh needs y and h0");
 }
 
 }  // namespace fused_lstm

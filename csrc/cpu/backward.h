@@ -6,10 +6,13 @@
 //   gate backward (lstm_math.h, vectorised) on own unit blocks -> grad_gates
 //   barrier (every member needs all of grad_gates[row])
 //   dh carried to t-1 = grad_gates[row] @ W_hh (own blocks of H_out columns)
+//   every grad_chunk_steps steps, with the weight gradients inside: the
+//               chunk's dx, dW, db (weight_grads.h)
 // Rows that end before the last step start carrying at the step they end,
 // from grad_h_n / grad_c_n (null: zero), as the forward left their state there.
 #pragma once
 #include "forward.h"
+#include "weight_grads.h"
 
 namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
 
@@ -38,6 +41,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   T* dh_out_rows = static_cast<T*>(plan.exchange);
   T* partial = static_cast<T*>(plan.partial) + member * plan.partial_values;
   const int64_t exchange_stride = plan.out_blocks * W;
+  WeightGradients<T> weight_grads(plan, member, units);
 
   // W_hh columns of this member's out blocks: panel q is [4H][W], zero past O.
   auto hh_panel = [&](int64_t q) { return w_hh_panels + q * 4 * H * W; };
@@ -71,6 +75,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     const LstmGates<V> d =
         lstm_cell_backward(gates, load_partial(saved_c + row * H + j0, count), c_prev, dh, V::load(dc_slot), dc_prev);
     dc_prev.store(dc_slot);
+    weight_grads.add_bias(b, d);
     T* gg = grad_gates + row * 4 * H + j0;
     store_partial(gg, d.i, count);
     store_partial(gg + H, d.f, count);
@@ -79,6 +84,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   };
 
   int64_t row_end = s.total_rows;
+  int64_t chunk_last = s.seq_len - 1, chunk_row_end = row_end;  // the weight gradients' chunk
   for (t = s.seq_len - 1; t >= 0; --t) {
     const int64_t rows = rows_at(s, t);
     row0 = row_end - rows;
@@ -104,8 +110,14 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     plan.team->barrier();
     product_over_blocks<T, 1>(outs, grad_gates + row0 * 4 * H, 4 * H, rows, 4 * H, partial, hh_panel,
                               [&](int64_t n, int64_t q, const V* acc) { acc[0].store(dh_state + (q * N + n) * W); });
+    if (t == 0 || chunk_last - t + 1 == plan.grad_chunk_steps) {
+      weight_grads.run_chunk(t, chunk_last, row0, chunk_row_end, partial);
+      chunk_last = t - 1;
+      chunk_row_end = row0;
+    }
     row_end = row0;
   }
+  weight_grads.finish();
   for (int64_t q = outs.begin; q < outs.end; ++q)
     for (int64_t n = 0; n < N; ++n)
       store_partial(static_cast<T*>(p.grad_h0) + n * O + q * W, V::load(dh_state + (q * N + n) * W), O - q * W);

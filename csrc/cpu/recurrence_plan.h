@@ -38,13 +38,20 @@ struct RecurrencePlan {
                                 // backward dL/dh_out [N][out_blocks*width]
   void* partial = nullptr;      // per member partial_values: depth-chunk partial sums
   // Forward with the input projection inside (LstmFwdParams::projects_input()):
-  void* w_ih_panels = nullptr;  // per unit block [I][4 gates][width] (W_ih rows)
+  void* w_ih_panels = nullptr;  // per unit block [I][4 gates][width] (W_ih rows);
+                                // backward with grad_x: per input block [4H][width] (W_ih columns)
   void* bias_panels = nullptr;  // per unit block [4 gates][width]: b_ih + b_hh, or zeros
   void* gates_chunk = nullptr;  // [unit_blocks][chunk_rows][4 gates][width]: x @ W_ih^T + b
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
   int64_t partial_values = 0;
+  // Backward with the weight gradients inside (LstmBwdParams::weight_grads_inside(), weight_grads.h):
+  int64_t input_blocks = 0;       // ceil(I / width): grad_x's column blocks
+  void* bias_sums = nullptr;      // [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
+  void* row_pointers = nullptr;   // per member grad_chunk_rows pointers: a chunk's rows of x or h_{t-1}
+  int64_t grad_chunk_steps = 0;   // steps per chunk
+  int64_t grad_chunk_rows = 0;    // grad_chunk_steps * batch: most rows a chunk has
 };
 
 // Forward with fold_projection (forward.h fold_step): each step folds the

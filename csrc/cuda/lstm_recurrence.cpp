@@ -39,6 +39,7 @@ void lstm_forward(const LstmFwdParams& p) {
 void lstm_backward(const LstmBwdParams& p) {
   FUSED_LSTM_CHECK_ARG(p.sizes.batch == 0 || (p.grad_h_n && p.grad_c_n),
                        "the CUDA recurrence needs grad_h_n and grad_c_n (nullptr as zero is CPU only)");
+  FUSED_LSTM_CHECK_ARG(!p.weight_grads_inside(), "the CUDA recurrence leaves dx, dW and db to GEMMs (CPU only)");
   dispatch(p, lstm_backward_workspace_bytes(p), launch_lstm_backward<DType::kFloat32>,
            launch_lstm_backward<DType::kFloat16>, launch_lstm_backward<DType::kBFloat16>);
 }
