@@ -252,10 +252,11 @@ torch.library.register_autograd("fused_lstm::recurrence_forward", _backward, set
 class _EagerProjectedRecurrence(torch.autograd.Function):
     """Training of one layer and direction on the CPU with the input projection
     inside the recurrence (run_projected_forward): y, h_n, c_n and
-    recurrence_forward's saved buffers. Its backward adds the projection's
-    gradients (dx = dgates @ w_ih, dw_ih = dgates^T x, db = sum dgates) to the
-    recurrence's, so x @ w_ih^T + b is never a framework GEMM with an output
-    in memory. Only for eager calls on plain tensors where
+    recurrence_forward's saved buffers. Its backward has the backward
+    recurrence compute the projection's gradients (dx = dgates @ w_ih,
+    dw_ih = dgates^T x, db = sum dgates) and dw_hh as well
+    (_backend.projected_backward), so neither x @ w_ih^T + b nor any weight
+    gradient is a framework GEMM. Only for eager calls on plain tensors where
     _backend.projects_input(x) (functional.lstm_layer): anything traced takes
     the GEMM and recurrence_forward. Hence an autograd.Function calling the
     kernels directly, not a custom op (whose dispatch and autograd wrapper

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from fused_lstm import _C, _ops, _params, reference
-from test_cpu_recurrence import ISAS, TOLERANCE, assert_close, cpu_isa, make_problem, poisoned, torch_threads
+from test_cpu_recurrence import (ISAS, TOLERANCE, assert_bit_identical_across_threads, assert_close, cpu_isa,
+                                 make_problem, poisoned, torch_threads)
 
 
 def make_projected_problem(T, N, I, H, P, dtype, packed, bias, seed):
@@ -98,21 +99,17 @@ def test_single_sequence_is_bit_identical_to_its_batched_run(shape, dtype, isa):
             assert torch.equal(alone["c_n"], batched["c_n"][:1]), f"c_n ({threads} threads)"
 
 
+# T, N, I, H, P: a batch of one vector, one long sequence, a projection.
+BIT_IDENTITY_SHAPES = [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)]
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)],
-                         ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+@pytest.mark.parametrize("shape", BIT_IDENTITY_SHAPES, ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
 def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
     T, N, I, H, P = shape
     pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=11 + H)
-    results = []
-    with cpu_isa(isa):
-        for threads in (1, 2, 2, 1, 3):
-            with torch_threads(threads):
-                results.append(run_projected(pr, num_threads=threads))
-    for other in results[1:]:
-        for key, value in results[0].items():
-            assert torch.equal(value, other[key]), f"{key} differs between runs / thread counts"
+    assert_bit_identical_across_threads(isa, lambda threads: run_projected(pr, num_threads=threads))
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fused_lstm import _C, _backend, _ops, _params, reference
-from test_cpu_projection import make_projected_problem, run_projected
-from test_cpu_recurrence import ISAS, TOLERANCE, assert_close, cpu_isa, make_grads, torch_threads
+from test_cpu_projection import BIT_IDENTITY_SHAPES, make_projected_problem
+from test_cpu_recurrence import ISAS, TOLERANCE, assert_bit_identical_across_threads, assert_close, cpu_isa, make_grads
 
 NAMES = ("grad_x", "grad_w_ih", "grad_bias", "grad_w_hh")
 ALL = (True, True, True, True)
@@ -103,20 +103,12 @@ def test_each_output_alone_is_the_same_bits(dtype):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)],
-                         ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+@pytest.mark.parametrize("shape", BIT_IDENTITY_SHAPES, ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
 def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
     T, N, I, H, P = shape
     pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=3 + H)
     grads = make_grads(pr, 3)
-    results = []
-    with cpu_isa(isa):
-        for threads in (1, 2, 2, 1, 3):
-            with torch_threads(threads):
-                results.append(run_backward_inside(pr, grads)[0])
-    for other in results[1:]:
-        for name, value in results[0].items():
-            assert torch.equal(value, other[name]), f"{name} differs between runs / thread counts"
+    assert_bit_identical_across_threads(isa, lambda threads: run_backward_inside(pr, grads)[0])
 
 
 def test_empty_batch_gives_zero_weight_gradients():
