@@ -137,3 +137,15 @@ def test_pointwise_cell(N, H, dtype):
     floor_dtype = torch.float32 if dtype == torch.float64 else dtype
     for name, got, r64, rlow in zip(["h", "c", "saved_gates"], [h, c, saved], ref64, ref_low):
         check(name, got, r64, rlow, floor_dtype)
+
+
+def test_cpu_only_fields_are_refused():
+    # x (the projection inside) and the weight gradients inside the backward
+    # are the CPU recurrence's (params.h); the CUDA entry points refuse them
+    # before any kernel runs.
+    t = torch.zeros(16)
+    with pytest.raises(ValueError, match="takes gates_x, not x"):
+        simt.lstm_forward_cuda(simt.LstmFwdParams(seq_len=1, batch=0, hidden=4, total_rows=0, input_size=3, x=t,
+                                                  w_ih=t, w_hh=t))
+    with pytest.raises(ValueError, match="CPU only"):
+        simt.lstm_backward_cuda(simt.LstmBwdParams(seq_len=1, batch=0, hidden=4, total_rows=0, w_hh=t, grad_w_hh=t))
