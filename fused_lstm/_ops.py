@@ -154,18 +154,14 @@ def _recurrence_forward_fake(gates_x, w_hh, w_hr, h0, c0, batch_sizes, training)
     return _params.forward_outputs(gates_x, w_hr, h0.shape[0], c0.shape[1], h0.shape[1], training, alloc=torch.empty)
 
 
-def run_recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
-                            saved_h: Tensor, grad_y: Tensor, grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
-                            batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+@torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())
+def recurrence_backward(w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, saved_gates: Tensor, saved_c: Tensor,
+                        saved_h: Tensor, grad_y: Tensor, grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
+                        batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns grad_gates (layout of gates_x), grad_h_out (grad_y's shape; empty
-    without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero.
-    The op's implementation; _EagerProjectedRecurrence's backward calls it directly."""
+    without projection), grad_h0, grad_c0. grad_h_n / grad_c_n None mean zero."""
     return _backend.recurrence_backward(*_contiguous(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
                                                      grad_c_n, batch_sizes))
-
-
-recurrence_backward = torch.library.custom_op("fused_lstm::recurrence_backward", mutates_args=())(
-    run_recurrence_backward)
 
 
 @recurrence_backward.register_fake
@@ -217,14 +213,13 @@ def _setup_context(ctx, inputs, output):
     _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output)
 
 
-def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n, backward_recurrence):
+def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n):
     """grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 of the recurrence
     from the tensors _save_for_recurrence_grads saved and the output grads
-    (None: zero); backward_recurrence: the recurrence_backward op or its
-    implementation."""
+    (None: zero)."""
     w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
-    grad_gates, grad_h_out, grad_h0, grad_c0 = backward_recurrence(
+    grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     # Weight gradients: framework GEMMs over all steps.
     grad_w_hh = _grad_w_hh(grad_gates, y, h0, batch_sizes)
@@ -242,7 +237,7 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
         raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
                            "call it with training=True to differentiate it")
     grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, ctx.saved_tensors, grad_y,
-                                                                           grad_h_n, grad_c_n, recurrence_backward)
+                                                                           grad_h_n, grad_c_n)
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
 
 
@@ -281,8 +276,8 @@ class _EagerProjectedRecurrence(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph: through the op, which has no autograd formula, so a second
             # derivative raises instead of silently missing the recurrence.
-            grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(
-                ctx, saved, grad_y, grad_h_n, grad_c_n, recurrence_backward)
+            grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, saved, grad_y, grad_h_n,
+                                                                                   grad_c_n)
             grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates, x, w_ih, needs[0], needs[1], needs_bias)
         else:
             # The recurrence computes dx, dW_ih, db and dW_hh itself, while grad_gates is in cache.

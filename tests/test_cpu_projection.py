@@ -99,13 +99,16 @@ def test_single_sequence_is_bit_identical_to_its_batched_run(shape, dtype, isa):
             assert torch.equal(alone["c_n"], batched["c_n"][:1]), f"c_n ({threads} threads)"
 
 
-# T, N, I, H, P: a batch of one vector, one long sequence, a projection.
-BIT_IDENTITY_SHAPES = [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)]
+def bit_identity_cases(test):
+    """The thread-count bit tests' grid: every ISA x f32/f64 x (T, N, I, H, P)
+    shapes of a batch of one vector, one long sequence, a projection."""
+    test = pytest.mark.parametrize("shape", [(50, 16, 24, 128, 0), (300, 1, 8, 77, 0), (20, 7, 30, 96, 24)],
+                                   ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))(test)
+    test = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])(test)
+    return pytest.mark.parametrize("isa", ISAS)(test)
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", BIT_IDENTITY_SHAPES, ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+@bit_identity_cases
 def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
     T, N, I, H, P = shape
     pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=11 + H)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fused_lstm import _C, _backend, _ops, _params, reference
-from test_cpu_projection import BIT_IDENTITY_SHAPES, make_projected_problem
+from test_cpu_projection import bit_identity_cases, make_projected_problem
 from test_cpu_recurrence import ISAS, TOLERANCE, assert_bit_identical_across_threads, assert_close, cpu_isa, make_grads
 
 NAMES = ("grad_x", "grad_w_ih", "grad_bias", "grad_w_hh")
@@ -101,9 +101,7 @@ def test_each_output_alone_is_the_same_bits(dtype):
         assert torch.equal(none["grad_h0"], full["grad_h0"]) and torch.equal(none["grad_c0"], full["grad_c0"])
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", BIT_IDENTITY_SHAPES, ids=lambda s: "T{}N{}I{}H{}P{}".format(*s))
+@bit_identity_cases
 def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
     T, N, I, H, P = shape
     pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=3 + H)
