@@ -181,7 +181,13 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     return load_partial(gates_x + row * 4 * H + g * H + b * W, H - b * W);
   };
 
-  // The step's gate math on the accumulated recurrent product of block b, row n.
+  // The step's gate math on the accumulated recurrent product of block b, row
+  // n. (Measured at N=8/16, H=128, all within 2%: starting the accumulators
+  // from the input gates instead of adding them here; for training,
+  // prefetching the next step's saved rows, non-temporal stores of
+  // saved_gates and saved_c, or a per-member contiguous layout for them.
+  // Four rows' gate math in lockstep, for more independent work in flight,
+  // was 10-20% slower: its temporaries spill.)
   int64_t row0 = 0, next_rows = 0;  // rows n >= next_rows end at this step
   T* h_next = nullptr;
   auto finish_units = [&](int64_t n, int64_t b, const V* acc) {

@@ -8,7 +8,10 @@
 // their gate math. Projection outputs (and, in backward, the columns of dh) are
 // partitioned the same way in blocks of `width`. Each output element is
 // computed by exactly one member with a fixed reduction order, so the thread
-// count never changes a bit of the result.
+// count never changes a bit of the result. (Splitting the batch rows instead,
+// each member running every unit for its rows with no barrier per step, gives
+// the same bits but measured 3-8% slower at N=8/16, H=128 on Zen 4: each core
+// then keeps all of W_hh's and W_ih's panels in its L2, not half.)
 #pragma once
 #include <cstdint>
 
