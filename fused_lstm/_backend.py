@@ -156,6 +156,25 @@ def projected_backward(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, sav
     return (*outputs[1:], grad_x, grad_w_ih, grad_bias, grad_w_hh)
 
 
+def cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training):
+    """One nn.LSTMCell step on the CPU recurrence (_params.cell_forward_fields):
+    h', c' and, training, saved_gates and saved_c (else None). Only where
+    projects_input(x); inputs contiguous and checked."""
+    outputs, fields = _params.cell_forward_fields(_C, x, h, c, w_ih, b_ih, b_hh, w_hh, training)
+    _C.lstm_forward_cpu_fields(**fields, num_threads=torch.get_num_threads())
+    return outputs
+
+
+def cell_backward(x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h, grad_c, needs_grad):
+    """The backward of cell_forward's training step, the weight gradients
+    inside it: grad_x, grad_h, grad_c, grad_w_ih, grad_bias, grad_w_hh (None
+    where needs_grad, for x, w_ih, the bias, w_hh, says no)."""
+    outputs, fields = _params.cell_backward_fields(_C, x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h,
+                                                   grad_c, needs_grad)
+    _C.lstm_backward_cpu_fields(**fields, num_threads=torch.get_num_threads())
+    return outputs
+
+
 def recurrence_backward(w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes):
     """grad_h_n / grad_c_n may be None (zero): the CPU recurrence and the
     reference take that as it is; the CUDA kernels get zero tensors."""

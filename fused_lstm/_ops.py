@@ -287,9 +287,13 @@ class _EagerProjectedRecurrence(torch.autograd.Function):
                 *_contiguous(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
                              grad_c_n, batch_sizes), (needs[0], needs[1], needs_bias, needs[4]))
             grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if ctx.has_projection else None
-        # b_hh's gradient is b_ih's, as its own tensor: the engine may keep either as a .grad.
-        grad_b_hh = grad_bias.clone() if grad_bias is not None else None
-        return grad_x, grad_w_ih, grad_bias, grad_b_hh, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
+        return grad_x, grad_w_ih, *_bias_grads(grad_bias), grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
+
+
+def _bias_grads(grad_bias: Optional[Tensor]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """The gradients of b_ih and b_hh: both are grad_bias, b_hh's as its own
+    tensor (the engine may keep either as a .grad)."""
+    return grad_bias, grad_bias.clone() if grad_bias is not None else None
 
 
 def _projection_grads(grad_gates: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool, needs_w_ih: bool,
@@ -302,3 +306,55 @@ def _projection_grads(grad_gates: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool
 
 
 projected_recurrence_training = _EagerProjectedRecurrence.apply
+
+
+def cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+              b_hh: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """One nn.LSTMCell step, eager on the CPU (functional.lstm_cell, where
+    _backend.projects_input(x)): x [N, I], h and c [N, H]; returns h', c'.
+    The same kernels as a one-step projected recurrence, launched directly
+    (_backend.cell_forward) and trained through _EagerCellStep: the general
+    path (lstm_layer, _EagerProjectedRecurrence) made a training step at
+    N=1, H=64 take 1.6x nn.LSTMCell's, nearly all of it Python."""
+    _check_projected_args(x.unsqueeze(0), w_ih, b_ih, b_hh, w_hh, None, h, c, None)
+    args = _contiguous(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return _EagerCellStep.apply(*args)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = args
+    return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=False)[:2]
+
+
+class _EagerCellStep(torch.autograd.Function):
+    """cell_step's training: saves what its backward reads (8 tensors against
+    the general path's 11) and has the backward recurrence compute every
+    gradient (_backend.cell_backward), as _EagerProjectedRecurrence does."""
+
+    @staticmethod
+    def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        h_next, c_next, saved_gates, saved_c = _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=True)
+        ctx.has_bias = b_ih is not None
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c)
+        return h_next, c_next
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c):
+        x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        needs_bias = ctx.has_bias and (needs[5] or needs[6])
+        if torch.is_grad_enabled():
+            # create_graph: through the recurrence op, as _EagerProjectedRecurrence's backward
+            # (a second derivative raises).
+            ctx.has_projection = False
+            saved = (w_hh, None, h, c, None, h_next.unsqueeze(0), saved_gates, saved_c, saved_c.new_empty(0))
+            grad_gates, grad_w_hh, _, grad_h0, grad_c0 = _recurrence_grads(
+                ctx, saved, None if grad_h is None else grad_h.unsqueeze(0), None, grad_c)
+            grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates[0], x, w_ih, needs[0], needs[3], needs_bias)
+        else:
+            # Gradients of the outputs may be expanded (a sum's): the kernels read them dense.
+            grad_h = torch.zeros_like(h_next) if grad_h is None else grad_h.contiguous()
+            grad_c = None if grad_c is None else grad_c.contiguous()
+            grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh = _backend.cell_backward(
+                x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h, grad_c,
+                (needs[0], needs[3], needs_bias, needs[4]))
+        return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias)

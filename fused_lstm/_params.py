@@ -194,3 +194,53 @@ def backward_fields(module, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, sa
                   grad_c_n=grad_c_n, grad_gates=grad_gates, grad_h_out=grad_h_out, grad_h0=grad_h0,
                   grad_c0=grad_c0)
     return outputs, fields
+
+
+# One step of nn.LSTMCell's math on the CPU recurrence (FusedLSTMCell's eager
+# step): always T = 1, dense, no projection, a state given. Its fields are
+# spelled out here, not built by forward_fields / backward_fields, whose
+# generality costs more than a small cell's kernels (N=1, H=64: ~40 us against
+# ~30 us for the two launches).
+
+def cell_forward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, b_ih: Optional[Tensor],
+                        b_hh: Optional[Tensor], w_hh: Tensor, training: bool) -> Tuple[Tuple[Tensor, ...], dict]:
+    """Outputs h', c' and, training, saved_gates [N, 4H] and saved_c [N, H]
+    (else None), with the fields that fill them. x [N, I], h and c [N, H]. The
+    step's y [1, N, H] and its h_n [N, H] are both h' (same layout, same rows)."""
+    alloc = output_allocator()
+    batch, hidden = c.shape
+    dtype, device, acc = x.dtype, x.device, accumulate_dtype(x.dtype)
+    h_next = alloc((batch, hidden), dtype=dtype, device=device)
+    c_next = alloc((batch, hidden), dtype=dtype, device=device)
+    saved_gates = alloc((batch, 4 * hidden), dtype=acc, device=device) if training else None
+    saved_c = alloc((batch, hidden), dtype=acc, device=device) if training else None
+    fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
+                  dtype=getattr(module.DType, _DTYPE_NAMES[dtype]), w_hh=w_hh, w_hr=None, h0=h, c0=c, y=h_next,
+                  h_n=h_next, c_n=c_next, saved_gates=saved_gates, saved_c=saved_c, saved_h=None, x=x,
+                  input_size=x.shape[1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
+    return (h_next, c_next, saved_gates, saved_c), fields
+
+
+def cell_backward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, h_next: Tensor,
+                         saved_gates: Tensor, saved_c: Tensor, grad_h: Tensor, grad_c: Optional[Tensor],
+                         needs_grad: Tuple[bool, bool, bool, bool]) -> Tuple[Tuple[Optional[Tensor], ...], dict]:
+    """Outputs grad_x, grad_h, grad_c (of the step's inputs), grad_w_ih,
+    grad_bias, grad_w_hh (None where needs_grad, for x, w_ih, the bias, w_hh,
+    says no) of cell_forward_fields' training step, with the fields that fill
+    them: the weight gradients inside the backward recurrence, as
+    _backend.projected_backward's. grad_h [N, H]; grad_c None is zero."""
+    alloc = output_allocator()
+    batch, hidden = c.shape
+    dtype, device = x.dtype, x.device
+    grad_x, grad_w_ih, grad_bias, grad_w_hh = (
+        alloc(shape, dtype=dtype, device=device) if needed else None
+        for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (4 * hidden,), w_hh.shape)))
+    grad_h0 = alloc((batch, hidden), dtype=dtype, device=device)
+    grad_c0 = alloc((batch, hidden), dtype=dtype, device=device)
+    fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
+                  dtype=getattr(module.DType, _DTYPE_NAMES[dtype]), w_hh=w_hh, w_hr=None, c0=c,
+                  saved_gates=saved_gates, saved_c=saved_c, saved_h=None, grad_y=grad_h, grad_h_n=None,
+                  grad_c_n=grad_c, grad_gates=alloc((batch, 4 * hidden), dtype=dtype, device=device),
+                  grad_h_out=None, grad_h0=grad_h0, grad_c0=grad_c0, input_size=x.shape[1], x=x, w_ih=w_ih,
+                  y=h_next, h0=h, grad_x=grad_x, grad_w_ih=grad_w_ih, grad_bias=grad_bias, grad_w_hh=grad_w_hh)
+    return (grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh), fields

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._backend import projects_input
-from ._ops import projected_recurrence_training, recurrence_forward, run_projected_forward, run_recurrence_forward
+from ._ops import (cell_step, projected_recurrence_training, recurrence_forward, run_projected_forward,
+                   run_recurrence_forward)
 from ._params import zero_state_sizes
 
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
@@ -163,9 +164,14 @@ def lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor,
               b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """One LSTM cell step (nn.LSTMCell's math): x [N, I], hx = (h [N, H], c [N, H]).
 
-    Runs as a one-step recurrence, so it shares the recurrence's kernels and
-    autograd. Returns (h', c').
+    Runs as a one-step recurrence, so it shares the recurrence's kernels:
+    eager CPU calls launch them directly (_ops.cell_step), anything else
+    (traced, autocast, another device or dtype) through lstm_layer. Returns
+    (h', c').
     """
     h, c = hx
+    if (type(x) is Tensor and projects_input(x) and not torch.compiler.is_dynamo_compiling()
+            and not torch._C._is_any_autocast_enabled()):
+        return cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh)
     y, _, c_next = lstm_layer(x.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, None, h, c)
     return y[0], c_next

@@ -1,4 +1,5 @@
 """The benchmark's timing loop (fused_lstm.bench_report.time_cases) with stand-in runners."""
+import json
 from collections import Counter
 
 from fused_lstm import bench_report
@@ -28,3 +29,17 @@ def test_targets_are_the_cpus_only():
                    for runner, ms in (("fused", 1.0), ("lstm", 3.0))]
         fused_row = next(line for line in bench_report.table(results).splitlines() if " fused " in line)
         assert ("met" in fused_row) == shown, (device, fused_row)
+
+
+def test_results_from_pytest_json_reads_the_sequence_cases_only(tmp_path):
+    shape = bench_report.SHAPES[0]
+    sequence = dict(shape=dict(group=shape.group, T=shape.T, N=shape.N, I=shape.I, H=shape.H), mode="training",
+                    runner="fused", device="cpu")
+    cell = dict(batch=1, hidden=64, mode="training", runner="fused", device="cpu")  # bench/test_bench_cell.py's
+    stats = dict(median=0.002, rounds=7)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(dict(benchmarks=[dict(extra_info=sequence, stats=stats),
+                                                dict(extra_info=cell, stats=stats)])))
+    results = bench_report.results_from_pytest_json(str(path))
+    assert [(r.shape, r.mode, r.runner, r.median_ms, r.repeats) for r in results] == [
+        (shape, "training", "fused", 2.0, 7)]

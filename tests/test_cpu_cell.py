@@ -1,0 +1,115 @@
+"""FusedLSTMCell's eager CPU step (_ops.cell_step): the recurrence's kernels
+launched directly for one step. Same bits as the general one-step path
+(functional.lstm_layer with T = 1), outputs and every gradient, on any
+thread count; create_graph; bad arguments refused before any kernel."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fused_lstm import FusedLSTMCell, _backend, _params, functional
+from test_cpu_recurrence import torch_threads
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    # Every output buffer starts as NaN: an element the kernels skip shows.
+    monkeypatch.setattr(_params, "POISON_OUTPUTS", True)
+
+
+@pytest.fixture
+def cell_launches(monkeypatch):
+    """The `training` flag of every _backend.cell_forward call."""
+    calls = []
+    launch = _backend.cell_forward
+
+    def spy(*args, training):
+        calls.append(training)
+        return launch(*args, training=training)
+
+    monkeypatch.setattr(_backend, "cell_forward", spy)
+    return calls
+
+
+def general_step(x, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """The one-step recurrence through lstm_layer, as lstm_cell ran before cell_step."""
+    h, c = hx
+    y, _, c_next = functional.lstm_layer(x.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, None, h, c)
+    return y[0], c_next
+
+
+def make_cell(batch, input_size, hidden, dtype, bias, state_grad, seed):
+    torch.manual_seed(seed)
+    cell = FusedLSTMCell(input_size, hidden, bias=bias, dtype=dtype)
+    x = torch.randn(batch, input_size, dtype=dtype, requires_grad=True)
+    hx = tuple(torch.randn(batch, hidden, dtype=dtype, requires_grad=state_grad) for _ in range(2))
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    return x, hx, weights
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("state_grad", [True, False], ids=["state_grad", "no_state_grad"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(1, 5, 7), (3, 20, 33), (9, 64, 130)], ids=lambda s: "N{}I{}H{}".format(*s))
+def test_training_step_has_the_general_paths_bits(shape, dtype, bias, state_grad, threads, cell_launches):
+    x, hx, weights = make_cell(*shape, dtype, bias, state_grad, seed=sum(shape))
+    leaves = [x, *(hx if state_grad else ()), *(w for w in weights if w is not None)]
+    grad_h, grad_c = torch.randn_like(hx[0]), torch.randn_like(hx[1])
+    results = []
+    with torch_threads(threads):
+        for step in (functional.lstm_cell, general_step):
+            h, c = step(x, hx, *weights)
+            grads = torch.autograd.grad((h * grad_h).sum() + (c * grad_c).sum(), leaves)
+            results.append([h, c, *grads])
+    assert cell_launches == [True], "lstm_cell did not take cell_step"
+    for index, (got, expected) in enumerate(zip(*results)):
+        assert torch.equal(got, expected), f"output {index} differs from the general path"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_inference_step_has_the_general_paths_bits(dtype, cell_launches):
+    x, hx, weights = make_cell(4, 6, 10, dtype, True, False, seed=1)
+    with torch.no_grad():
+        got = functional.lstm_cell(x, hx, *weights)
+        expected = general_step(x, hx, *weights)
+    assert cell_launches == [False]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+@pytest.mark.parametrize("through", ["h", "c"])
+def test_gradient_through_one_output(through, cell_launches):
+    x, hx, weights = make_cell(2, 4, 6, torch.float64, True, True, seed=2)
+    leaves = [x, *hx, *weights]
+    results = []
+    for step in (functional.lstm_cell, general_step):
+        h, c = step(x, hx, *weights)
+        results.append(torch.autograd.grad((h if through == "h" else c).sum(), leaves))
+    assert cell_launches == [True]
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_create_graph_gives_first_derivatives_and_refuses_a_second():
+    x, hx, weights = make_cell(3, 4, 5, torch.float64, True, True, seed=3)
+    leaves = [x, *hx, *weights]
+    h, c = functional.lstm_cell(x, hx, *weights)
+    expected = torch.autograd.grad(h.sum() + 2 * c.sum(), leaves)
+    h, c = functional.lstm_cell(x, hx, *weights)
+    got = torch.autograd.grad(h.sum() + 2 * c.sum(), leaves, create_graph=True)
+    for index, (a, b) in enumerate(zip(got, expected)):  # framework GEMMs there: not the same bits
+        assert (a - b).abs().max() < 1e-12, f"gradient {index}"
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        got[0].sum().backward()
+
+
+def test_bad_arguments_raise_before_any_kernel(cell_launches):
+    x, (h, c), (w_ih, w_hh, b_ih, b_hh) = make_cell(3, 4, 5, torch.float32, True, False, seed=4)
+    with pytest.raises(ValueError, match="fused_lstm"):
+        functional.lstm_cell(x, (h[:, :4], c), w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="fused_lstm"):
+        functional.lstm_cell(x[:, :3], (h, c), w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="fused_lstm"):
+        functional.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, None)
+    with pytest.raises(TypeError, match="fused_lstm"):
+        functional.lstm_cell(x, (h.double(), c), w_ih, w_hh, b_ih, b_hh)
+    assert cell_launches == []
