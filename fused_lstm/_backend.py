@@ -146,14 +146,9 @@ def projected_backward(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, sav
     None where not needed."""
     outputs, fields = _params.backward_fields(_C, w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
                                               grad_c_n, batch_sizes, reuse_scratch=True)
-    alloc = _params.output_allocator()
-    grad_x, grad_w_ih, grad_bias, grad_w_hh = (
-        alloc(shape, dtype=x.dtype, device=x.device) if needed else None
-        for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (w_hh.shape[0],), w_hh.shape)))
-    _C.lstm_backward_cpu_fields(**fields, input_size=x.shape[-1], x=x, w_ih=w_ih, y=y, h0=h0, grad_x=grad_x,
-                                grad_w_ih=grad_w_ih, grad_bias=grad_bias, grad_w_hh=grad_w_hh,
-                                num_threads=torch.get_num_threads())
-    return (*outputs[1:], grad_x, grad_w_ih, grad_bias, grad_w_hh)
+    weight_grads, weight_grad_fields = _params.weight_grad_fields(x, w_ih, w_hh, y, h0, needs_grad)
+    _C.lstm_backward_cpu_fields(**fields, **weight_grad_fields, num_threads=torch.get_num_threads())
+    return (*outputs[1:], *weight_grads)
 
 
 def cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training):

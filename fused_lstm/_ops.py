@@ -309,16 +309,17 @@ projected_recurrence_training = _EagerProjectedRecurrence.apply
 
 
 def cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
-              b_hh: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+              b_hh: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor]:
     """One nn.LSTMCell step, eager on the CPU (functional.lstm_cell, where
     _backend.projects_input(x)): x [N, I], h and c [N, H]; returns h', c'.
+    training: grad mode is on and an input requires grad.
     The same kernels as a one-step projected recurrence, launched directly
     (_backend.cell_forward) and trained through _EagerCellStep: the general
     path (lstm_layer, _EagerProjectedRecurrence) made a training step at
     N=1, H=64 take 1.6x nn.LSTMCell's, nearly all of it Python."""
     _check_projected_args(x.unsqueeze(0), w_ih, b_ih, b_hh, w_hh, None, h, c, None)
     args = _contiguous(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+    if training:
         return _EagerCellStep.apply(*args)
     x, h, c, w_ih, w_hh, b_ih, b_hh = args
     return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=False)[:2]

@@ -196,6 +196,20 @@ def backward_fields(module, w_hh: Tensor, w_hr: Optional[Tensor], c0: Tensor, sa
     return outputs, fields
 
 
+def weight_grad_fields(x: Tensor, w_ih: Tensor, w_hh: Tensor, y: Tensor, h0: Tensor,
+                       needs_grad: Tuple[bool, bool, bool, bool]) -> Tuple[Tuple[Optional[Tensor], ...], dict]:
+    """The CPU backward's weight-gradient outputs, unfilled: grad_x, grad_w_ih,
+    grad_bias, grad_w_hh (None where needs_grad, for x, w_ih, the bias, w_hh,
+    says no), and the LstmBwdParams fields that have the recurrence compute
+    them, with the inputs they read (y and h0: the rows of h_{t-1})."""
+    alloc = output_allocator()
+    grads = tuple(alloc(shape, dtype=x.dtype, device=x.device) if needed else None
+                  for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (w_hh.shape[0],), w_hh.shape)))
+    grad_x, grad_w_ih, grad_bias, grad_w_hh = grads
+    return grads, dict(input_size=x.shape[-1], x=x, w_ih=w_ih, y=y, h0=h0, grad_x=grad_x, grad_w_ih=grad_w_ih,
+                       grad_bias=grad_bias, grad_w_hh=grad_w_hh)
+
+
 # One step of nn.LSTMCell's math on the CPU recurrence (FusedLSTMCell's eager
 # step): always T = 1, dense, no projection, a state given. Its fields are
 # spelled out here, not built by forward_fields / backward_fields, whose
@@ -227,20 +241,17 @@ def cell_backward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, 
     """Outputs grad_x, grad_h, grad_c (of the step's inputs), grad_w_ih,
     grad_bias, grad_w_hh (None where needs_grad, for x, w_ih, the bias, w_hh,
     says no) of cell_forward_fields' training step, with the fields that fill
-    them: the weight gradients inside the backward recurrence, as
-    _backend.projected_backward's. grad_h [N, H]; grad_c None is zero."""
+    them: the weight gradients inside the backward recurrence
+    (weight_grad_fields). grad_h [N, H]; grad_c None is zero."""
     alloc = output_allocator()
     batch, hidden = c.shape
     dtype, device = x.dtype, x.device
-    grad_x, grad_w_ih, grad_bias, grad_w_hh = (
-        alloc(shape, dtype=dtype, device=device) if needed else None
-        for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (4 * hidden,), w_hh.shape)))
+    (grad_x, grad_w_ih, grad_bias, grad_w_hh), fields = weight_grad_fields(x, w_ih, w_hh, h_next, h, needs_grad)
     grad_h0 = alloc((batch, hidden), dtype=dtype, device=device)
     grad_c0 = alloc((batch, hidden), dtype=dtype, device=device)
-    fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
+    fields.update(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
                   dtype=getattr(module.DType, _DTYPE_NAMES[dtype]), w_hh=w_hh, w_hr=None, c0=c,
                   saved_gates=saved_gates, saved_c=saved_c, saved_h=None, grad_y=grad_h, grad_h_n=None,
                   grad_c_n=grad_c, grad_gates=alloc((batch, 4 * hidden), dtype=dtype, device=device),
-                  grad_h_out=None, grad_h0=grad_h0, grad_c0=grad_c0, input_size=x.shape[1], x=x, w_ih=w_ih,
-                  y=h_next, h0=h, grad_x=grad_x, grad_w_ih=grad_w_ih, grad_bias=grad_bias, grad_w_hh=grad_w_hh)
+                  grad_h_out=None, grad_h0=grad_h0, grad_c0=grad_c0)
     return (grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh), fields

@@ -26,6 +26,13 @@ from ._params import zero_state_sizes
 __all__ = ["lstm", "lstm_layer", "lstm_cell"]
 
 
+def _is_eager(x: Tensor) -> bool:
+    """A call on a plain tensor outside Dynamo: the kernels may be called
+    directly. Anything traced (Dynamo; export's fake or functional tensors)
+    goes through the custom ops."""
+    return type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
+
+
 def _requires_grad(*tensors: Optional[Tensor]) -> bool:
     return any(t is not None and t.requires_grad for t in tensors)
 
@@ -100,7 +107,7 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_
     # gradients. Anything traced (Dynamo; export's fake or functional tensors)
     # or on another device takes the recurrence op after a framework GEMM.
     # Only projected inference takes a None (zero) state.
-    eager = type(x) is Tensor and not torch.compiler.is_dynamo_compiling()
+    eager = _is_eager(x)
     projected = eager and projects_input(x)
     if projected and not training:
         y, h_n, c_n = run_projected_forward(x, w_ih, b_ih, b_hh, w_hh, w_hr, h0, c0, batch_sizes,
@@ -170,8 +177,8 @@ def lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor,
     (h', c').
     """
     h, c = hx
-    if (type(x) is Tensor and projects_input(x) and not torch.compiler.is_dynamo_compiling()
-            and not torch._C._is_any_autocast_enabled()):
-        return cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    if _is_eager(x) and projects_input(x) and not torch._C._is_any_autocast_enabled():
+        training = torch.is_grad_enabled() and _requires_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        return cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh, training)
     y, _, c_next = lstm_layer(x.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, None, h, c)
     return y[0], c_next
