@@ -3,6 +3,7 @@ outputs, states and every gradient, over the configuration grid."""
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 import torch
@@ -47,6 +48,44 @@ def test_parity_grid(bias, bidirectional, batch_first, proj_size, num_layers, dt
     assert_all_close(_run(fused, x, hx), _run(reference, x, hx), atol, "outputs and gradients")
     # Without hx: zero initial state.
     assert_all_close(_run(fused, x, None), _run(reference, x, None), atol, "outputs and gradients (no hx)")
+
+
+def _random_input(rng: random.Random, config: dict, layout: str, T: int, N: int):
+    """x for nn.LSTM's three input kinds (requires grad): dense [T, N, I] (or
+    batch first), a PackedSequence of random lengths in random order, or unbatched [T, I]."""
+    I, batch_first = config["input_size"], config["batch_first"]
+    if layout == "unbatched":
+        return torch.randn(T, I, dtype=torch.float64, requires_grad=True)
+    x = torch.randn((N, T, I) if batch_first else (T, N, I), dtype=torch.float64, requires_grad=True)
+    if layout == "dense":
+        return x
+    lengths = torch.tensor([rng.randint(1, T) for _ in range(N)])
+    return pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+
+
+@pytest.mark.parametrize("seed", range(48))
+def test_random_configuration_matches_torch(seed):
+    """Beyond the grid's fixed sizes: a configuration drawn from the seed, with
+    input and hidden sizes up to 40 (several SIMD vectors, split between the
+    thread team's members, ragged last blocks), 1-3 layers, 1-12 steps, batch
+    1-9, dense, packed or unbatched input, with or without hx. Every output
+    and gradient, float64."""
+    rng = random.Random(seed)
+    hidden = rng.randint(2, 40)
+    config = dict(input_size=rng.randint(1, 40), hidden_size=hidden, num_layers=rng.randint(1, 3),
+                  bias=rng.random() < 0.8, batch_first=rng.random() < 0.5, bidirectional=rng.random() < 0.5,
+                  proj_size=rng.randint(1, hidden - 1) if rng.random() < 0.3 else 0)
+    T, N, layout = rng.randint(1, 12), rng.randint(1, 9), rng.choice(["dense", "packed", "unbatched"])
+    reference, fused = _pair(**config)
+    x = _random_input(rng, config, layout, T, N)
+    hx = None
+    if rng.random() < 0.5:
+        states = config["num_layers"] * (2 if config["bidirectional"] else 1)
+        batch = () if layout == "unbatched" else (N,)
+        hx = tuple(torch.randn(states, *batch, size, dtype=torch.float64, requires_grad=True)
+                   for size in (config["proj_size"] or hidden, hidden))
+    assert_all_close(_run(fused, x, hx), _run(reference, x, hx), 1e-9,
+                     f"{config}, T={T}, N={N}, {layout}, hx={hx is not None}")
 
 
 @pytest.mark.parametrize("enforce_sorted", [True, False])
@@ -201,6 +240,30 @@ def test_cell_parity(dtype, bias, batched, with_hx):
         results.append([h, c, *torch.autograd.grad(loss, leaves + list(module.parameters()))])
     atol = 1e-9 if dtype == torch.float64 else ATOL[dtype]
     assert_all_close(results[0], results[1], atol, "cell")
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_cell_random_configuration_matches_torch(seed):
+    """A cell drawn from the seed (sizes up to 40, batch up to 20, bias or not,
+    hx or not) run for 1-4 steps, each feeding the next, in float64: every
+    state and every gradient through the whole loop."""
+    rng = random.Random(seed)
+    I, H, N, steps = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 20), rng.randint(1, 4)
+    reference = nn.LSTMCell(I, H, bias=rng.random() < 0.8, dtype=torch.float64)
+    fused = FusedLSTMCell.from_torch(reference)
+    x = torch.randn(N, I, dtype=torch.float64, requires_grad=True)
+    hx = None
+    if rng.random() < 0.7:
+        hx = tuple(torch.randn(N, H, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    results = []
+    for module in (fused, reference):
+        state, outputs = hx, []
+        for step in range(steps):
+            state = module(x * (step + 1), state)
+            outputs += state
+        loss = sum((output * (index + 1)).sum() for index, output in enumerate(outputs))
+        results.append([*outputs, *torch.autograd.grad(loss, [x, *(hx or ()), *module.parameters()])])
+    assert_all_close(results[0], results[1], 1e-9, f"I={I}, H={H}, N={N}, steps={steps}, hx={hx is not None}")
 
 
 @pytest.mark.parametrize("through", ["h", "c"])
