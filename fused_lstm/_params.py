@@ -58,6 +58,16 @@ def scratch_allocator(alloc: Optional[Allocator], reuse: bool) -> Allocator:
     return functools.partial(poisoned_buffer, empty=_buffers.reused_empty) if POISON_OUTPUTS else _buffers.reused_empty
 
 
+def allocator_for(like: Tensor, alloc: Allocator) -> Callable[..., Tensor]:
+    """shape -> an unfilled tensor of like's dtype and device from alloc. The
+    default (torch.empty) is like.new_empty, whose dtype and device come with
+    the tensor instead of being parsed from arguments: a torch.device's parse
+    costs ~15 us of a short call whose code is out of cache."""
+    if alloc is torch.empty:
+        return like.new_empty
+    return functools.partial(alloc, dtype=like.dtype, device=like.device)
+
+
 def _size_fields(rows_like: Tensor, batch: int, hidden: int, proj_size: int, batch_sizes: Optional[Tensor]) -> dict:
     """LstmSizes' fields, which the params structs' constructors take as keywords."""
     return dict(seq_len=rows_like.shape[0] if batch_sizes is None else batch_sizes.shape[0], batch=batch,
@@ -81,13 +91,12 @@ def forward_outputs(gates_x: Tensor, w_hr: Optional[Tensor], batch: int, hidden:
     Of gates_x (or x, when the input is projected inside) only the leading
     dims, dtype and device are used. h_n and c_n are [*state_prefix, N, ...]
     (state_prefix=(1,): nn.LSTM's stacked layout of one layer, without a view op)."""
-    device, dtype = gates_x.device, gates_x.dtype
-    outputs = (alloc((*gates_x.shape[:-1], out_size), dtype=dtype, device=device),
-               alloc((*state_prefix, batch, out_size), dtype=dtype, device=device),
-               alloc((*state_prefix, batch, hidden), dtype=dtype, device=device))
+    new = allocator_for(gates_x, alloc)
+    outputs = (new((*gates_x.shape[:-1], out_size)), new((*state_prefix, batch, out_size)),
+               new((*state_prefix, batch, hidden)))
     if training is None:  # inference without the op's empty saved buffers
         return outputs
-    acc = accumulate_dtype(dtype)
+    device, acc = gates_x.device, accumulate_dtype(gates_x.dtype)
     rows = gates_x.numel() // gates_x.shape[-1]
 
     def saved(width, needed):
@@ -102,11 +111,9 @@ def backward_outputs(w_hr: Optional[Tensor], c0: Tensor, grad_y: Tensor, alloc: 
     """The backward recurrence's outputs, unfilled: grad_gates (from
     scratch_alloc, default alloc), grad_h_out (empty without projection),
     grad_h0 [N, H_out], grad_c0 [N, H]. Also the op's fake kernel."""
-    device, dtype = grad_y.device, grad_y.dtype
-    return ((scratch_alloc or alloc)((*grad_y.shape[:-1], 4 * c0.shape[1]), dtype=dtype, device=device),
-            alloc(grad_y.shape if w_hr is not None else (0,), dtype=dtype, device=device),
-            alloc((c0.shape[0], grad_y.shape[-1]), dtype=dtype, device=device),
-            alloc(c0.shape, dtype=dtype, device=device))
+    new = allocator_for(grad_y, alloc)
+    return (allocator_for(grad_y, scratch_alloc or alloc)((*grad_y.shape[:-1], 4 * c0.shape[1])),
+            new(grad_y.shape if w_hr is not None else (0,)), new((c0.shape[0], grad_y.shape[-1])), new(c0.shape))
 
 
 Projection = Tuple[Tensor, Optional[Tensor], Optional[Tensor]]  # w_ih, b_ih, b_hh
@@ -202,8 +209,8 @@ def weight_grad_fields(x: Tensor, w_ih: Tensor, w_hh: Tensor, y: Tensor, h0: Ten
     grad_bias, grad_w_hh (None where needs_grad, for x, w_ih, the bias, w_hh,
     says no), and the LstmBwdParams fields that have the recurrence compute
     them, with the inputs they read (y and h0: the rows of h_{t-1})."""
-    alloc = output_allocator()
-    grads = tuple(alloc(shape, dtype=x.dtype, device=x.device) if needed else None
+    new = allocator_for(x, output_allocator())
+    grads = tuple(new(shape) if needed else None
                   for needed, shape in zip(needs_grad, (x.shape, w_ih.shape, (w_hh.shape[0],), w_hh.shape)))
     grad_x, grad_w_ih, grad_bias, grad_w_hh = grads
     return grads, dict(input_size=x.shape[-1], x=x, w_ih=w_ih, y=y, h0=h0, grad_x=grad_x, grad_w_ih=grad_w_ih,
@@ -221,15 +228,13 @@ def cell_forward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, b
     """Outputs h', c' and, training, saved_gates [N, 4H] and saved_c [N, H]
     (else None), with the fields that fill them. x [N, I], h and c [N, H]. The
     step's y [1, N, H] and its h_n [N, H] are both h' (same layout, same rows)."""
-    alloc = output_allocator()
+    new = allocator_for(x, output_allocator())  # x: float32 or float64, its own accumulation dtype
     batch, hidden = c.shape
-    dtype, device, acc = x.dtype, x.device, accumulate_dtype(x.dtype)
-    h_next = alloc((batch, hidden), dtype=dtype, device=device)
-    c_next = alloc((batch, hidden), dtype=dtype, device=device)
-    saved_gates = alloc((batch, 4 * hidden), dtype=acc, device=device) if training else None
-    saved_c = alloc((batch, hidden), dtype=acc, device=device) if training else None
+    h_next, c_next = new((batch, hidden)), new((batch, hidden))
+    saved_gates = new((batch, 4 * hidden)) if training else None
+    saved_c = new((batch, hidden)) if training else None
     fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
-                  dtype=getattr(module.DType, _DTYPE_NAMES[dtype]), w_hh=w_hh, w_hr=None, h0=h, c0=c, y=h_next,
+                  dtype=getattr(module.DType, _DTYPE_NAMES[x.dtype]), w_hh=w_hh, w_hr=None, h0=h, c0=c, y=h_next,
                   h_n=h_next, c_n=c_next, saved_gates=saved_gates, saved_c=saved_c, saved_h=None, x=x,
                   input_size=x.shape[1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
     return (h_next, c_next, saved_gates, saved_c), fields
@@ -243,15 +248,13 @@ def cell_backward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, 
     says no) of cell_forward_fields' training step, with the fields that fill
     them: the weight gradients inside the backward recurrence
     (weight_grad_fields). grad_h [N, H]; grad_c None is zero."""
-    alloc = output_allocator()
+    new = allocator_for(x, output_allocator())
     batch, hidden = c.shape
-    dtype, device = x.dtype, x.device
     (grad_x, grad_w_ih, grad_bias, grad_w_hh), fields = weight_grad_fields(x, w_ih, w_hh, h_next, h, needs_grad)
-    grad_h0 = alloc((batch, hidden), dtype=dtype, device=device)
-    grad_c0 = alloc((batch, hidden), dtype=dtype, device=device)
+    grad_h0, grad_c0 = new((batch, hidden)), new((batch, hidden))
     fields.update(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
-                  dtype=getattr(module.DType, _DTYPE_NAMES[dtype]), w_hh=w_hh, w_hr=None, c0=c,
+                  dtype=getattr(module.DType, _DTYPE_NAMES[x.dtype]), w_hh=w_hh, w_hr=None, c0=c,
                   saved_gates=saved_gates, saved_c=saved_c, saved_h=None, grad_y=grad_h, grad_h_n=None,
-                  grad_c_n=grad_c, grad_gates=alloc((batch, 4 * hidden), dtype=dtype, device=device),
+                  grad_c_n=grad_c, grad_gates=new((batch, 4 * hidden)),
                   grad_h_out=None, grad_h0=grad_h0, grad_c0=grad_c0)
     return (grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh), fields
