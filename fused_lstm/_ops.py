@@ -200,7 +200,6 @@ def _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output, *le
     """Saves what _recurrence_grads reads, after the `leading` tensors of the
     caller's own backward (ctx.saved_tensors = (*leading, *recurrence's))."""
     y, _, _, saved_gates, saved_c, saved_h = output
-    ctx.has_projection = w_hr is not None
     # Unused outputs (h_n, c_n, the saved buffers) get no gradient: None, not
     # zero tensors the engine would allocate and fill on every backward.
     ctx.set_materialize_grads(False)
@@ -213,17 +212,17 @@ def _setup_context(ctx, inputs, output):
     _save_for_recurrence_grads(ctx, w_hh, w_hr, h0, c0, batch_sizes, output)
 
 
-def _recurrence_grads(ctx, saved, grad_y, grad_h_n, grad_c_n):
+def _recurrence_grads(saved, grad_y, grad_h_n, grad_c_n):
     """grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 of the recurrence
     from the tensors _save_for_recurrence_grads saved and the output grads
-    (None: zero)."""
+    (None: zero). w_hr None (no projection): grad_w_hr None."""
     w_hh, w_hr, h0, c0, batch_sizes, y, saved_gates, saved_c, saved_h = saved
     grad_y = torch.zeros_like(y) if grad_y is None else grad_y  # grad_h_n / grad_c_n: None is zero
     grad_gates, grad_h_out, grad_h0, grad_c0 = recurrence_backward(
         w_hh, w_hr, c0, saved_gates, saved_c, saved_h, grad_y, grad_h_n, grad_c_n, batch_sizes)
     # Weight gradients: framework GEMMs over all steps.
     grad_w_hh = _grad_w_hh(grad_gates, y, h0, batch_sizes)
-    grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if ctx.has_projection else None
+    grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if w_hr is not None else None
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0
 
 
@@ -236,8 +235,8 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, *_saved_grads):
     if not ctx.training:
         raise RuntimeError("fused_lstm: recurrence_forward was called with training=False; "
                            "call it with training=True to differentiate it")
-    grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, ctx.saved_tensors, grad_y,
-                                                                           grad_h_n, grad_c_n)
+    grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx.saved_tensors, grad_y, grad_h_n,
+                                                                           grad_c_n)
     return grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0, None, None
 
 
@@ -276,7 +275,7 @@ class _EagerProjectedRecurrence(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph: through the op, which has no autograd formula, so a second
             # derivative raises instead of silently missing the recurrence.
-            grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(ctx, saved, grad_y, grad_h_n,
+            grad_gates, grad_w_hh, grad_w_hr, grad_h0, grad_c0 = _recurrence_grads(saved, grad_y, grad_h_n,
                                                                                    grad_c_n)
             grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates, x, w_ih, needs[0], needs[1], needs_bias)
         else:
@@ -286,7 +285,7 @@ class _EagerProjectedRecurrence(torch.autograd.Function):
             grad_h_out, grad_h0, grad_c0, grad_x, grad_w_ih, grad_bias, grad_w_hh = _backend.projected_backward(
                 *_contiguous(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, saved_h, grad_y, grad_h_n,
                              grad_c_n, batch_sizes), (needs[0], needs[1], needs_bias, needs[4]))
-            grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if ctx.has_projection else None
+            grad_w_hr = _grad_w_hr(grad_h_out, saved_h) if w_hr is not None else None
         return grad_x, grad_w_ih, *_bias_grads(grad_bias), grad_w_hh, grad_w_hr, grad_h0, grad_c0, None
 
 
@@ -346,10 +345,9 @@ class _EagerCellStep(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph: through the recurrence op, as _EagerProjectedRecurrence's backward
             # (a second derivative raises).
-            ctx.has_projection = False
             saved = (w_hh, None, h, c, None, h_next.unsqueeze(0), saved_gates, saved_c, saved_c.new_empty(0))
             grad_gates, grad_w_hh, _, grad_h0, grad_c0 = _recurrence_grads(
-                ctx, saved, None if grad_h is None else grad_h.unsqueeze(0), None, grad_c)
+                saved, None if grad_h is None else grad_h.unsqueeze(0), None, grad_c)
             grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates[0], x, w_ih, needs[0], needs[3], needs_bias)
         else:
             # Gradients of the outputs may be expanded (a sum's): the kernels read them dense.
