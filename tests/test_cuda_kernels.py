@@ -27,6 +27,9 @@ SHAPES = [
     pytest.param(8, 8, 1024, 256, None, id="proj-H1024-P256"),
     pytest.param(6, 70, 40, 0, None, id="T6-N70-H40"),
     pytest.param(5, 40, 24, 8, [40, 33, 32, 3, 1], id="packed-proj-N40"),
+    # The persistent backward's stage holds 20 rows (the shared memory W_hh^T's
+    # slice leaves at K = 4H = 2048): two and a half stages a step, then fewer.
+    pytest.param(4, 48, 512, 0, [48, 41, 20, 3], id="packed-N48-H512"),
 ]
 
 

@@ -81,6 +81,29 @@ def test_persistent_that_does_not_fit_is_refused():
     assert (y.double() - ref).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("P,dtype", [(0, torch.float32), (5, torch.float16)], ids=["fp32", "proj-fp16"])
+def test_stage_limited_by_shared_memory(P, dtype):
+    # A persistent kernel's batch stage takes the shared memory its weight
+    # slices leave. On a 5 KiB device the backward's (K = 4H = 48) stage holds
+    # 20 of the 22 rows, so every step crosses a stage; before, that stage fell
+    # back to one tile. Against the reference, and the same bits from both paths.
+    simt.set_device(sm_count=3, block_threads=64, shared_memory_per_block=5 * 1024,
+                    shared_memory_per_sm=6 * 1024, concurrent_blocks=True)
+    generator = torch.Generator().manual_seed(19 + P)
+    inputs, grads, bs = make_inputs(2, 22, 12, P, None, dtype, generator)
+    check_forward_backward(inputs, grads, bs, dtype, module=simt, path="persistent", alloc=poisoned)
+    results = []
+    for path in ["step", "persistent"]:
+        forward = _cuda_backend.forward(**inputs, batch_sizes=bs, training=True, module=simt, path=path,
+                                        alloc=poisoned)
+        *_, saved_gates, saved_c, saved_h = forward
+        backward = _cuda_backend.backward(inputs["w_hh"], inputs["w_hr"], inputs["c0"], saved_gates, saved_c,
+                                          saved_h, **grads, batch_sizes=bs, module=simt, path=path, alloc=poisoned)
+        results.append(list(forward) + list(backward))
+    for step, persistent in zip(*results):
+        assert torch.equal(step, persistent)
+
+
 def test_workspace_too_small_is_refused():
     generator = torch.Generator().manual_seed(5)
     inputs, _, _ = make_inputs(2, 2, 9, 0, None, torch.float32, generator)

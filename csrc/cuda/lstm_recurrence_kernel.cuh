@@ -46,7 +46,7 @@ constexpr int kMinWarps = 4;          // warps per block, at least
 constexpr int kRegisterBudget = 65536 / (kMaxThreads * kMinBlocksPerSm);
 constexpr int kBatchTile = 4;         // batch rows a warp accumulates at once (registers)
 constexpr int kMaxStageRows = 32;     // batch rows staged in shared memory at once, at most
-constexpr int64_t kStageBytes = 32 * 1024;  // shared memory a stage may take (a one-tile stage may take more)
+constexpr int64_t kStageBytes = 32 * 1024;  // shared memory a step kernel's stage may take (one tile may take more)
 constexpr int kRowsPerPass = 2;       // weight rows a warp multiplies at once
 constexpr int kStepUnits = 8;         // hidden units per block in the step kernels, at most
 
@@ -351,14 +351,21 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t stage_bytes(int64_t K, int64_t R, int stage) { return stage * (K + R) * int64_t(sizeof(float)); }
 
 // Batch rows per stage: the whole batch (in whole tiles) up to kMaxStageRows,
-// within kStageBytes, at least one tile. One stage per step where the batch
+// within `budget` bytes, at least one tile. One stage per step where the batch
 // allows: every stage costs three block barriers and a round of staging
 // loads, and a one-tile stage leaves warps idle when the block has few rows.
-inline int stage_rows_for(int64_t batch, int64_t K, int64_t R) {
-  const int64_t by_bytes = kStageBytes / ((K + R) * int64_t(sizeof(float))) / kBatchTile * kBatchTile;
+// The step kernels keep to step_stage_budget() (about two blocks an SM); a
+// persistent kernel runs one block an SM and gives its stage whatever shared
+// memory its weight slices leave: at N=64 H=512 the backward's K = 4H stage
+// would otherwise hold one tile, 16 stages a step with 2 of 4 warps busy.
+inline int stage_rows_for(int64_t batch, int64_t K, int64_t R, int64_t budget) {
+  const int64_t by_bytes = budget / ((K + R) * int64_t(sizeof(float))) / kBatchTile * kBatchTile;
   const int64_t whole = ceil_div(std::max<int64_t>(batch, 1), kBatchTile) * kBatchTile;
   return int(std::max<int64_t>(kBatchTile, std::min<int64_t>({whole, kMaxStageRows, by_bytes})));
 }
+
+// Shared memory a step kernel's stage may take: kStageBytes, within the device's limit.
+inline int64_t step_stage_budget() { return std::min(kStageBytes, device_limits().shared_memory_per_block); }
 
 // ------------------------------------------------------------------- kernels
 
@@ -601,9 +608,13 @@ template <DType D> void launch_lstm_forward(const LstmFwdParams& p) {
   const RecurrencePath path = requested_path(p.path);
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
+    const int64_t smem_limit = device_limits().shared_memory_per_block;
     const bool fits = plan_persistent(
         lstm_fwd_persistent_kernel<T>, H, P, p.stream,
-        [&](int J, int Q) { return stage_rows_for(s.batch, std::max(O, H), std::max(4 * J, Q)); },
+        [&](int J, int Q) {
+          return stage_rows_for(s.batch, std::max(O, H), std::max(4 * J, Q),
+                                smem_limit - fwd_persistent_smem<T>(s, J, Q, 0));
+        },
         [&](int J, int Q, int stage) { return fwd_persistent_smem<T>(s, J, Q, stage); },
         [&](int J, int Q, int stage) { return std::max(product_warps(4 * J, stage), product_warps(Q, stage)); },
         config, a.units, a.proj, a.stage);
@@ -613,8 +624,8 @@ template <DType D> void launch_lstm_forward(const LstmFwdParams& p) {
   }
   a.units = step_units(H);
   a.proj = P > 0 ? step_units(P) : 0;
-  a.stage = stage_rows_for(s.batch, O, 4 * a.units);
-  if (P > 0) a.stage = std::min(a.stage, stage_rows_for(s.batch, H, a.proj));
+  a.stage = stage_rows_for(s.batch, O, 4 * a.units, step_stage_budget());
+  if (P > 0) a.stage = std::min(a.stage, stage_rows_for(s.batch, H, a.proj, step_stage_budget()));
   const LaunchConfig gates = base_config(ceil_div(H, a.units), stage_bytes(O, 4 * a.units, a.stage), p.stream,
                                          product_warps(4 * a.units, a.stage));
   LaunchConfig proj;
@@ -643,10 +654,14 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   const RecurrencePath path = requested_path(p.path);
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
+    const int64_t smem_limit = device_limits().shared_memory_per_block;
     // Without a projection a block's h_out columns are its hidden units (Q = J).
     const bool fits = plan_persistent(
         lstm_bwd_persistent_kernel<T>, H, P, p.stream,
-        [&](int J, int Q) { return stage_rows_for(s.batch, 4 * H, std::max(J, P > 0 ? Q : J)); },
+        [&](int J, int Q) {
+          return stage_rows_for(s.batch, 4 * H, std::max(J, P > 0 ? Q : J),
+                                smem_limit - bwd_persistent_smem<T>(s, J, P > 0 ? Q : J, 0));
+        },
         [&](int J, int Q, int stage) { return bwd_persistent_smem<T>(s, J, P > 0 ? Q : J, stage); },
         [&](int J, int Q, int stage) { return std::max(product_warps(J, stage), product_warps(P > 0 ? Q : J, stage)); },
         config, a.units, a.proj, a.stage);
@@ -660,7 +675,8 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   a.units = step_units(H);
   a.proj = P > 0 ? step_units(P) : a.units;
   // One stage size for both kernels (the dh kernel also runs for grad_h0).
-  a.stage = std::min(stage_rows_for(s.batch, P > 0 ? P : 4 * H, a.units), stage_rows_for(s.batch, 4 * H, a.proj));
+  a.stage = std::min(stage_rows_for(s.batch, P > 0 ? P : 4 * H, a.units, step_stage_budget()),
+                     stage_rows_for(s.batch, 4 * H, a.proj, step_stage_budget()));
   const LaunchConfig gates = base_config(ceil_div(H, a.units), stage_bytes(P > 0 ? P : 4 * H, a.units, a.stage),
                                          p.stream, product_warps(a.units, a.stage));
   const LaunchConfig dh =
