@@ -46,6 +46,7 @@ constexpr int kMinWarps = 4;          // warps per block, at least
 constexpr int kRegisterBudget = 65536 / (kMaxThreads * kMinBlocksPerSm);
 constexpr int kBatchTile = 4;         // batch rows a warp accumulates at once (registers)
 constexpr int kMaxStageRows = 32;     // batch rows staged in shared memory at once, at most
+constexpr int kStageLoads = 8;        // global loads a thread has in flight while staging
 constexpr int64_t kStageBytes = 32 * 1024;  // shared memory a step kernel's stage may take (one tile may take more)
 constexpr int kRowsPerPass = 2;       // weight rows a warp multiplies at once
 constexpr int kStepUnits = 8;         // hidden units per block in the step kernels, at most
@@ -119,12 +120,24 @@ __device__ __forceinline__ void rows_times_stage(RowFn row, int count, const flo
 }
 
 // stage[b][k] = value(b, k) for b < count, 0 up to the next whole tile.
+// Each thread has kStageLoads loads in flight before it stores any: one at a
+// time, a stage of dgates (K = 4H = 2048, 20 rows) cost 128 L2 round trips a
+// thread at N=64 H=512, most of a backward step. The stage is in shared
+// memory, so its indices fit in an int (and int division is the cheap one).
 template <class ValueFn>
-__device__ __forceinline__ void stage_rows(float* stage, int64_t K, int count, ValueFn value) {
-  const int64_t filled = int64_t((count + kBatchTile - 1) / kBatchTile * kBatchTile) * K;
-  for (int64_t index = threadIdx.x; index < filled; index += blockDim.x) {
-    const int b = int(index / K);
-    stage[index] = b < count ? value(b, index - b * K) : 0.f;
+__device__ __forceinline__ void stage_rows(float* stage, int64_t K64, int count, ValueFn value) {
+  const int K = int(K64), threads = int(blockDim.x);
+  const int filled = (count + kBatchTile - 1) / kBatchTile * kBatchTile * K;
+  for (int first = int(threadIdx.x); first < filled; first += kStageLoads * threads) {
+    float loaded[kStageLoads];
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u) {
+      const int index = first + u * threads, b = index / K;
+      loaded[u] = index < filled && b < count ? value(b, int64_t(index - b * K)) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kStageLoads; ++u)
+      if (first + u * threads < filled) stage[first + u * threads] = loaded[u];
   }
 }
 
