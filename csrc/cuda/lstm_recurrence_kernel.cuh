@@ -585,9 +585,11 @@ inline LaunchConfig base_config(int64_t grid, int64_t smem, void* stream, int64_
 // h_{t-1} from L2 each step, so more blocks cost L2 bandwidth and barrier
 // participants), with the fewest units per block whose slices fit in shared
 // memory and whose grid can be co-resident, and the largest batch stage
-// (stage_of(J, Q), capped at kMaxStageRows, else one tile) that allows one.
-// smem_of(J, Q, stage) gives a block's shared memory, warps_of(J, Q, stage)
-// its warps. Returns false if none.
+// (stage_of(J, Q, budget), capped at kMaxStageRows, else one tile) that
+// allows one. At one block an SM the stage's budget is the block's shared
+// memory less its weight slices (smem_of(J, Q, 0)). smem_of(J, Q, stage)
+// gives a block's shared memory, warps_of(J, Q, stage) its warps. Returns
+// false if none.
 template <class Kernel, class StageFn, class SmemFn, class WarpsFn>
 bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, StageFn stage_of, SmemFn smem_of,
                      WarpsFn warps_of, LaunchConfig& config, int& J, int& Q, int& stage) {
@@ -597,7 +599,8 @@ bool plan_persistent(Kernel kernel, int64_t H, int64_t P, void* stream, StageFn 
       const int64_t blocks = ceil_div(H, units);
       if (units > 1 && ceil_div(H, units - 1) == blocks) continue;  // same grid, fewer units is better
       const int64_t proj = P > 0 ? ceil_div(P, blocks) : 0;
-      const int rows = std::min(cap, stage_of(int(units), int(proj)));
+      const int64_t budget = limits.shared_memory_per_block - smem_of(int(units), int(proj), 0);
+      const int rows = std::min(cap, stage_of(int(units), int(proj), budget));
       const int64_t smem = smem_of(int(units), int(proj), rows);
       if (smem > limits.shared_memory_per_block) break;  // grows with units: nothing larger fits
       LaunchConfig candidate = base_config(blocks, smem, stream, warps_of(int(units), int(proj), rows));
@@ -621,12 +624,10 @@ template <DType D> void launch_lstm_forward(const LstmFwdParams& p) {
   const RecurrencePath path = requested_path(p.path);
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
-    const int64_t smem_limit = device_limits().shared_memory_per_block;
     const bool fits = plan_persistent(
         lstm_fwd_persistent_kernel<T>, H, P, p.stream,
-        [&](int J, int Q) {
-          return stage_rows_for(s.batch, std::max(O, H), std::max(4 * J, Q),
-                                smem_limit - fwd_persistent_smem<T>(s, J, Q, 0));
+        [&](int J, int Q, int64_t budget) {
+          return stage_rows_for(s.batch, std::max(O, H), std::max(4 * J, Q), budget);
         },
         [&](int J, int Q, int stage) { return fwd_persistent_smem<T>(s, J, Q, stage); },
         [&](int J, int Q, int stage) { return std::max(product_warps(4 * J, stage), product_warps(Q, stage)); },
@@ -667,13 +668,11 @@ template <DType D> void launch_lstm_backward(const LstmBwdParams& p) {
   const RecurrencePath path = requested_path(p.path);
   if (path != RecurrencePath::kStep) {
     LaunchConfig config;
-    const int64_t smem_limit = device_limits().shared_memory_per_block;
     // Without a projection a block's h_out columns are its hidden units (Q = J).
     const bool fits = plan_persistent(
         lstm_bwd_persistent_kernel<T>, H, P, p.stream,
-        [&](int J, int Q) {
-          return stage_rows_for(s.batch, 4 * H, std::max(J, P > 0 ? Q : J),
-                                smem_limit - bwd_persistent_smem<T>(s, J, P > 0 ? Q : J, 0));
+        [&](int J, int Q, int64_t budget) {
+          return stage_rows_for(s.batch, 4 * H, std::max(J, P > 0 ? Q : J), budget);
         },
         [&](int J, int Q, int stage) { return bwd_persistent_smem<T>(s, J, P > 0 ? Q : J, stage); },
         [&](int J, int Q, int stage) { return std::max(product_warps(J, stage), product_warps(P > 0 ? Q : J, stage)); },
