@@ -75,22 +75,22 @@ inline void weight_grad_tile_upto(int64_t vectors, const T* a, int64_t lda, cons
   weight_grad_tile<T, R, NV, false>(a, lda, b_rows, rows, c0, cols, dw, ldw);
 }
 
-// Gate rows [0, count) of a (count <= R) against every column of b_rows, in
-// tiles of as even a number of vectors as can be (8 as 4 + 4, not 6 + 2).
+// Gate rows [0, count) of a (count <= R, chosen at compile time) against
+// the `vectors` column vectors of b_rows from c0.
 template <class T, int R>
-inline void weight_grad_rows(int64_t count, const T* a, int64_t lda, const T* const* b_rows, int64_t rows,
-                             int64_t cols, T* dw, int64_t ldw) {
+inline void weight_grad_rows(int64_t count, int64_t vectors, const T* a, int64_t lda, const T* const* b_rows,
+                             int64_t rows, int64_t c0, int64_t cols, T* dw, int64_t ldw) {
   if constexpr (R > 1)
-    if (count < R) return weight_grad_rows<T, R - 1>(count, a, lda, b_rows, rows, cols, dw, ldw);
-  constexpr int64_t W = Vec<T>::width;
-  const int64_t vectors = (cols + W - 1) / W, tiles = (vectors + kGradTileVectors - 1) / kGradTileVectors;
-  int64_t v0 = 0;
-  for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t left = tiles - i, size = (vectors - v0 + left - 1) / left;
-    weight_grad_tile_upto<T, R, kGradTileVectors>(size, a, lda, b_rows, rows, v0 * W, cols, dw, ldw);
-    v0 += size;
-  }
+    if (count < R) return weight_grad_rows<T, R - 1>(count, vectors, a, lda, b_rows, rows, c0, cols, dw, ldw);
+  weight_grad_tile_upto<T, R, kGradTileVectors>(vectors, a, lda, b_rows, rows, c0, cols, dw, ldw);
 }
+
+// Rows of b per pass over the gate-row tiles: a column tile of that many
+// rows (kGradBlockRows * kGradTileVectors vectors, 16 KiB with AVX-512) stays
+// in L1 while every gate-row tile reads it. On a 2-core Sapphire Rapids VM,
+// training T=50 N=64 H=512 was 10% faster than with each tile streaming the
+// chunk's 512 rows from L2 (N=16 H=128 even; 16 rows: 10% slower there).
+constexpr int64_t kGradBlockRows = 64;
 
 template <class T> class WeightGradients {
  public:
@@ -189,15 +189,28 @@ template <class T> class WeightGradients {
     }
   }
 
-  // dw[r] += sum_k grad_gates[k][r] * row_pointers_[k] for the own gate rows r (cols per row).
+  // dw[r] += sum_k grad_gates[k][r] * row_pointers_[k] for the own gate rows r
+  // (cols per row): column tiles of as even a number of vectors as can be (8
+  // as 4 + 4, not 6 + 2), each in blocks of kGradBlockRows rows of b that
+  // every gate-row tile of kGradTileRows passes over. Each element's chain
+  // still runs over k in order (through dw between blocks).
   void accumulate(const T* grad_gates, int64_t rows, int64_t cols, T* dw) const {
-    for_own_gate_rows([&](int64_t r0, int64_t count) {
-      for (int64_t r = 0; r < count; r += kGradTileRows) {
-        const int64_t tile = count - r < kGradTileRows ? count - r : kGradTileRows;
-        weight_grad_rows<T, kGradTileRows>(tile, grad_gates + r0 + r, 4 * H_, row_pointers_, rows, cols,
-                                           dw + (r0 + r) * cols, cols);
+    const int64_t vectors = (cols + W - 1) / W, tiles = (vectors + kGradTileVectors - 1) / kGradTileVectors;
+    int64_t v0 = 0;
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t left = tiles - i, size = (vectors - v0 + left - 1) / left;
+      for (int64_t k0 = 0; k0 < rows; k0 += kGradBlockRows) {
+        const int64_t block = rows - k0 < kGradBlockRows ? rows - k0 : kGradBlockRows;
+        for_own_gate_rows([&](int64_t r0, int64_t count) {
+          for (int64_t r = 0; r < count; r += kGradTileRows) {
+            const int64_t tile = count - r < kGradTileRows ? count - r : kGradTileRows;
+            weight_grad_rows<T, kGradTileRows>(tile, size, grad_gates + k0 * 4 * H_ + r0 + r, 4 * H_,
+                                               row_pointers_ + k0, block, v0 * W, cols, dw + (r0 + r) * cols, cols);
+          }
+        });
       }
-    });
+      v0 += size;
+    }
   }
 
   const LstmBwdParams& p_;
