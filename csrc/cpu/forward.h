@@ -27,6 +27,21 @@ inline BlockRange owned_blocks(int64_t blocks, const RecurrencePlan& plan, int m
 }
 inline int64_t rows_at(const LstmSizes& s, int64_t t) { return s.batch_sizes ? s.batch_sizes[t] : s.batch; }
 
+// Called after a barrier, before a product reads values [p, p + count) that
+// every member wrote (h_{t-1}; in backward the step's grad_gates rows):
+// requests all their cache lines at once, so the other members' lines come
+// over in parallel, not a few at a time as the product's loads reach them
+// (a 2-core Sapphire Rapids VM, backward at N=16 H=128: the dh product took
+// 1.10 ms of 3.7, 0.57 with the same rows in private memory, 0.82 with this).
+// Into L1 up to 32 KiB, else into L2 (N=64 H=512, 128 KiB: L1 2-5% slower).
+template <class T> inline void prefetch_shared(const T* p, int64_t count) {
+  constexpr int64_t kLineValues = 64 / sizeof(T);
+  if (count * int64_t(sizeof(T)) <= 32 * 1024)
+    for (int64_t i = 0; i < count; i += kLineValues) __builtin_prefetch(p + i, 0, 3);
+  else
+    for (int64_t i = 0; i < count; i += kLineValues) __builtin_prefetch(p + i, 0, 2);
+}
+
 // Runs panel_product over blocks [begin, end), Group panels at a time, the
 // rest in halving groups. panel_of(block) -> panel pointer;
 // epilogue(row, block, const Vec<T>* accumulators).
@@ -262,6 +277,7 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     next_rows = t + 1 < s.seq_len ? rows_at(s, t + 1) : 0;
     const T* h_prev = static_cast<const T*>(plan.h_buffers[t & 1]);
     h_next = static_cast<T*>(plan.h_buffers[(t + 1) & 1]);
+    prefetch_shared(h_prev, rows * O);
     if (folds) {
       fold_step(t, h_prev);
     } else {
@@ -271,6 +287,7 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     plan.team->barrier();
 
     if (P > 0) {
+      prefetch_shared(h_cell, rows * cell_stride);
       product_over_blocks<T, 1>(outs, h_cell, cell_stride, rows, H, partial, hr_panel,
                                 [&](int64_t n, int64_t q, const V* acc) {
         const int64_t row = row0 + n, q0 = q * W, count = P - q0;
