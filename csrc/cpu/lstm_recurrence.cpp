@@ -239,7 +239,9 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
     plan.input_blocks = (p.input_size + width - 1) / width;
     plan.grad_chunk_steps = std::min(s.seq_len, (kWeightGradChunkRows + N - 1) / N);
     plan.grad_chunk_rows = plan.grad_chunk_steps * N;
-    plan.partial_values = std::max(plan.partial_values, plan.grad_chunk_rows * 8 * width);
+    const int64_t blocks_per_member = (plan.unit_blocks + plan.members - 1) / plan.members;
+    plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
+                                    kGradBlockRows * 4 * blocks_per_member * width});
   }
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
   const size_t bias = workspace.reserve<T>(p.grad_bias ? plan.unit_blocks * 8 * width : 0);

@@ -68,6 +68,11 @@ constexpr int64_t kFoldRows = 8;
 constexpr int kFoldVectors = 2;
 constexpr int64_t kFoldRingRows = 2 * kFoldRows;  // > kFoldRows + 1: rows t .. t + kFoldRows live at step t
 
+// Backward with the weight gradients inside (weight_grads.h): rows of a
+// chunk per pass of the dW tiles; scratch (partial) holds that many rows of
+// a member's own gate columns.
+constexpr int64_t kGradBlockRows = 64;
+
 // Run by each member m of the team: the whole sequence for its blocks.
 using MemberFn = void (*)(const RecurrencePlan& plan, int member);
 
