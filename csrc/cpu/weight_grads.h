@@ -202,7 +202,8 @@ template <class T> class WeightGradients {
       const int64_t block = rows - k0 < kGradBlockRows ? rows - k0 : kGradBlockRows;
       T* group = scratch;
       for_own_gate_rows([&](int64_t r0, int64_t count) {
-        for (int64_t k = 0; k < block; ++k) load_partial(grad_gates + (k0 + k) * 4 * H_ + r0, count).store(group + k * W);
+        for (int64_t k = 0; k < block; ++k)
+          load_partial(grad_gates + (k0 + k) * 4 * H_ + r0, count).store(group + k * W);
         group += kGradBlockRows * W;
       });
       int64_t v0 = 0;
