@@ -131,6 +131,12 @@ RecurrencePlan sized_plan(const LstmSizes& s, int num_threads, int64_t width) {
   return plan;
 }
 
+// The most unit blocks one member owns (owned_blocks, forward.h, splits
+// them as evenly as can be): what sizes a member's share of a buffer.
+int64_t unit_blocks_per_member(const RecurrencePlan& plan) {
+  return (plan.unit_blocks + plan.members - 1) / plan.members;
+}
+
 // Steps per input-projection chunk: enough rows for the panel kernel to run
 // near its peak, few enough that a member's gates_chunk stays in its L2.
 // (32 to 256 rows measured within 1% of each other at N=8/16, H=128.)
@@ -172,7 +178,7 @@ int64_t l3_bytes() {
 
 template <class T>
 void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, RecurrencePlan& plan) {
-  const int64_t blocks_per_member = (plan.unit_blocks + plan.members - 1) / plan.members;
+  const int64_t blocks_per_member = unit_blocks_per_member(plan);
   const int64_t block_bytes = 4 * plan.width * (input_size + s.out_size()) * int64_t(sizeof(T));  // W_ih + W_hh
   const bool weights_cached =
       blocks_per_member * block_bytes <= l2_bytes() || plan.unit_blocks * block_bytes <= l3_bytes() / 2;
@@ -239,9 +245,8 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
     plan.input_blocks = (p.input_size + width - 1) / width;
     plan.grad_chunk_steps = std::min(s.seq_len, (kWeightGradChunkRows + N - 1) / N);
     plan.grad_chunk_rows = plan.grad_chunk_steps * N;
-    const int64_t blocks_per_member = (plan.unit_blocks + plan.members - 1) / plan.members;
     plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
-                                    kGradBlockRows * 4 * blocks_per_member * width});
+                                    kGradBlockRows * 4 * unit_blocks_per_member(plan) * width});
   }
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
   const size_t bias = workspace.reserve<T>(p.grad_bias ? plan.unit_blocks * 8 * width : 0);
