@@ -44,6 +44,7 @@ SHAPES = [  # T, N, I, H, P: odd sizes, one and many blocks, chunks of several s
     (300, 1, 8, 20, 0), (90, 3, 16, 130, 0), (40, 9, 50, 96, 40),
     (4, 8, 2100, 20, 0),  # x @ W_ih^T cut into depth chunks (panel_product.h)
     (21, 1, 200, 70, 0), (40, 1, 16, 130, 24),  # one sequence: the projection folded into the steps
+    (3, 9, 900, 300, 0),  # a member's panels (3 MB and more) past its L2: prefetch_panels (recurrence_plan.h)
 ]
 
 

@@ -106,12 +106,14 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
       plan.team->barrier();
       prefetch_shared(dh_out_rows, rows * exchange_stride);
       product_over_blocks<T, 1>(units, dh_out_rows, exchange_stride, rows, P, partial, hr_panel,
-                                [&](int64_t n, int64_t b, const V* acc) { gate_backward(n, b, acc[0]); });
+                                [&](int64_t n, int64_t b, const V* acc) { gate_backward(n, b, acc[0]); },
+                                plan.prefetch_panels);
     }
     plan.team->barrier();
     prefetch_shared(grad_gates + row0 * 4 * H, rows * 4 * H);
     product_over_blocks<T, 1>(outs, grad_gates + row0 * 4 * H, 4 * H, rows, 4 * H, partial, hh_panel,
-                              [&](int64_t n, int64_t q, const V* acc) { acc[0].store(dh_state + (q * N + n) * W); });
+                              [&](int64_t n, int64_t q, const V* acc) { acc[0].store(dh_state + (q * N + n) * W); },
+                              plan.prefetch_panels);
     if (t == 0 || chunk_last - t + 1 == plan.grad_chunk_steps) {
       weight_grads.run_chunk(t, chunk_last, row0, chunk_row_end, partial);
       chunk_last = t - 1;

@@ -43,36 +43,44 @@ template <class T> inline void prefetch_shared(const T* p, int64_t count) {
 }
 
 // Runs panel_product over blocks [begin, end), Group panels at a time, the
-// rest in halving groups. panel_of(block) -> panel pointer;
-// epilogue(row, block, const Vec<T>* accumulators).
+// rest in halving groups. panel_of(block) -> panel pointer (the panels of
+// consecutive blocks are contiguous); epilogue(row, block, const Vec<T>*
+// accumulators). prefetch_next: while a group runs, its row blocks request
+// the next group's panels into L2, a share each (RecurrencePlan::prefetch_panels).
 template <class T, int NV, int Group, class PanelOf, class Epilogue>
 void product_in_groups(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
-                       PanelOf& panel_of, Epilogue& epilogue) {
+                       PanelOf& panel_of, Epilogue& epilogue, bool prefetch_next) {
   int64_t b = blocks.begin;
   for (; b + Group <= blocks.end; b += Group) {
     const T* panels[Group];
     for (int g = 0; g < Group; ++g) panels[g] = panel_of(b + g);
+    Prefetch next;
+    if (prefetch_next && b + Group < blocks.end) {
+      next.lines = reinterpret_cast<const char*>(panel_of(b + Group));
+      next.count = std::min<int64_t>(Group, blocks.end - b - Group) * depth * NV * Vec<T>::width * sizeof(T) / 64;
+    }
     panel_product<T, Group, NV>(a, lda, rows, depth, panels, partial,
-                                [&](int64_t n, int p, const Vec<T>* acc) { epilogue(n, b + p, acc); });
+                                [&](int64_t n, int p, const Vec<T>* acc) { epilogue(n, b + p, acc); }, next);
   }
   if constexpr (Group > 1)
     if (b < blocks.end)
-      product_in_groups<T, NV, Group / 2>({b, blocks.end}, a, lda, rows, depth, partial, panel_of, epilogue);
+      product_in_groups<T, NV, Group / 2>({b, blocks.end}, a, lda, rows, depth, partial, panel_of, epilogue,
+                                          prefetch_next);
 }
 
 // Group size: enough independent accumulators for few rows (FMA latency),
 // few loads per FMA for many rows (weights reused across a row block).
 template <class T, int NV, class PanelOf, class Epilogue>
 void product_over_blocks(BlockRange blocks, const T* a, int64_t lda, int64_t rows, int64_t depth, T* partial,
-                         PanelOf panel_of, Epilogue epilogue) {
+                         PanelOf panel_of, Epilogue epilogue, bool prefetch_next = false) {
   if constexpr (NV == 4) {
     if (rows <= rows_per_block<8>())
-      return product_in_groups<T, 4, 2>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
-    return product_in_groups<T, 4, 1>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+      return product_in_groups<T, 4, 2>(blocks, a, lda, rows, depth, partial, panel_of, epilogue, prefetch_next);
+    return product_in_groups<T, 4, 1>(blocks, a, lda, rows, depth, partial, panel_of, epilogue, prefetch_next);
   } else {
     if (rows <= rows_per_block<8 * NV>())
-      return product_in_groups<T, NV, 8>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
-    return product_in_groups<T, NV, 4>(blocks, a, lda, rows, depth, partial, panel_of, epilogue);
+      return product_in_groups<T, NV, 8>(blocks, a, lda, rows, depth, partial, panel_of, epilogue, prefetch_next);
+    return product_in_groups<T, NV, 4>(blocks, a, lda, rows, depth, partial, panel_of, epilogue, prefetch_next);
   }
 }
 
@@ -179,8 +187,9 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   };
   // Rows [row0, row0 + rows) of x @ W_ih^T + b, own units.
   auto project_rows = [&](int64_t row0, int64_t rows) {
-    product_over_blocks<T, 4>(units, x + row0 * I, I, rows, I, partial, ih_panel,
-                              [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, 0, 4, acc); });
+    product_over_blocks<T, 4>(
+        units, x + row0 * I, I, rows, I, partial, ih_panel,
+        [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, 0, 4, acc); }, plan.prefetch_panels);
   };
   // The rows of steps [t, t + chunk_steps).
   auto project_chunk = [&](int64_t t, int64_t row0) {
@@ -282,7 +291,7 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
       fold_step(t, h_prev);
     } else {
       if (p.projects_input() && t == chunk_end) project_chunk(t, row0);
-      product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel, finish_units);
+      product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel, finish_units, plan.prefetch_panels);
     }
     plan.team->barrier();
 
@@ -294,7 +303,7 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
         store_partial(h_next + n * O + q0, acc[0], count);
         store_partial(y + row * O + q0, acc[0], count);
         if (n >= next_rows) store_partial(h_n + n * O + q0, acc[0], count);
-      });
+      }, plan.prefetch_panels);
       plan.team->barrier();
     }
     row0 += rows;

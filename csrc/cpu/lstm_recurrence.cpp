@@ -176,14 +176,19 @@ int64_t l3_bytes() {
   return bytes;
 }
 
+// Whether a member's panels of weights with `depth` columns (W_ih's and
+// W_hh's, added) stay in its L2 from one step to the next.
+template <class T> bool member_panels_in_l2(const RecurrencePlan& plan, int64_t depth) {
+  return unit_blocks_per_member(plan) * 4 * plan.width * depth * int64_t(sizeof(T)) <= l2_bytes();
+}
+
 template <class T>
 void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, RecurrencePlan& plan) {
-  const int64_t blocks_per_member = unit_blocks_per_member(plan);
-  const int64_t block_bytes = 4 * plan.width * (input_size + s.out_size()) * int64_t(sizeof(T));  // W_ih + W_hh
-  const bool weights_cached =
-      blocks_per_member * block_bytes <= l2_bytes() || plan.unit_blocks * block_bytes <= l3_bytes() / 2;
+  const int64_t depth = input_size + s.out_size();  // W_ih + W_hh
+  const bool weights_cached = member_panels_in_l2<T>(plan, depth) ||
+                              plan.unit_blocks * 4 * plan.width * depth * int64_t(sizeof(T)) <= l3_bytes() / 2;
   plan.fold_projection = isa_folds && s.batch == 1 && weights_cached;
-  const int64_t row_bytes = blocks_per_member * 4 * plan.width * static_cast<int64_t>(sizeof(T));
+  const int64_t row_bytes = unit_blocks_per_member(plan) * 4 * plan.width * static_cast<int64_t>(sizeof(T));
   const int64_t rows = plan.fold_projection
                            ? kFoldRingRows
                            : std::max<int64_t>(1, std::min(kChunkTargetRows, kChunkBytesPerMember / row_bytes));
@@ -199,6 +204,11 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
   RecurrencePlan plan = sized_plan(s, p.num_threads, width);
   plan.forward = &p;
   if (p.projects_input()) plan_input_chunks<T>(s, I, isa_folds, plan);
+  // Measured on the Sapphire Rapids VM (2 MiB L2 a core), alternating builds:
+  // inference T=50 N=64 H=512 (4 MiB of panels a member) 46.9 -> 42.6 ms,
+  // T=100 N=16 H=512 -8%, training T=50 N=64 -4%; with the weights in L2
+  // (N=8 and N=16 at H=128) the extra loads cost 3-7%.
+  plan.prefetch_panels = !member_panels_in_l2<T>(plan, (p.projects_input() ? I : 0) + O);
   const size_t ih = workspace.reserve<T>(plan.unit_blocks * I * 4 * width);
   const size_t bias = workspace.reserve<T>(p.projects_input() ? plan.unit_blocks * 4 * width : 0);
   const size_t chunk = workspace.reserve<T>(plan.unit_blocks * plan.chunk_rows * 4 * width);
@@ -241,6 +251,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const int64_t H = s.hidden, P = s.proj_size, N = s.batch;
   RecurrencePlan plan = sized_plan(s, p.num_threads, width);
   plan.backward = &p;
+  plan.prefetch_panels = !member_panels_in_l2<T>(plan, (p.grad_x ? p.input_size : 0) + s.out_size());
   if (p.weight_grads_inside()) {
     plan.input_blocks = (p.input_size + width - 1) / width;
     plan.grad_chunk_steps = std::min(s.seq_len, (kWeightGradChunkRows + N - 1) / N);

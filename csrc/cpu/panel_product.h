@@ -33,11 +33,20 @@ template <class T, int Vectors> constexpr int64_t depth_chunk() {
   return chunk < 8 ? 8 : chunk;
 }
 
+// Cache lines to request into L2 while a block runs: count lines from `lines`.
+struct Prefetch {
+  const char* lines = nullptr;
+  int64_t count = 0;
+};
+
 template <class T, int NP, int NV, int R>
 inline void panel_block(const T* a, int64_t lda, int64_t k_begin, int64_t k_end, const T* const* panels,
-                        Vec<T> (&acc)[R][NP * NV]) {
+                        Vec<T> (&acc)[R][NP * NV], Prefetch prefetch) {
   constexpr int W = Vec<T>::width;
+  const int64_t iterations = k_end - k_begin;
   for (int64_t k = k_begin; k < k_end; ++k) {
+    for (int64_t line = k - k_begin; line < prefetch.count; line += iterations)
+      __builtin_prefetch(prefetch.lines + line * 64, 0, 2);
     Vec<T> b[NP * NV];
     for (int p = 0; p < NP; ++p)
       for (int v = 0; v < NV; ++v) b[p * NV + v] = Vec<T>::load(panels[p] + (k * NV + v) * W);
@@ -53,12 +62,12 @@ inline void panel_block(const T* a, int64_t lda, int64_t k_begin, int64_t k_end,
 // after the last chunk: epilogue(row, panel, const Vec<T>* NV accumulators).
 template <class T, int NP, int NV, int R, class Epilogue>
 inline void panel_rows(const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end, int64_t depth,
-                       const T* const* panels, T* partial, Epilogue& epilogue) {
+                       const T* const* panels, T* partial, Epilogue& epilogue, Prefetch prefetch = {}) {
   constexpr int W = Vec<T>::width, J = NP * NV;
   Vec<T> acc[R][J];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < J; ++j) acc[r][j] = k_begin == 0 ? Vec<T>::zero() : Vec<T>::load(partial + (r * J + j) * W);
-  panel_block<T, NP, NV, R>(a, lda, k_begin, k_end, panels, acc);
+  panel_block<T, NP, NV, R>(a, lda, k_begin, k_end, panels, acc, prefetch);
   if (k_end < depth) {
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < J; ++j) acc[r][j].store(partial + (r * J + j) * W);
@@ -71,10 +80,13 @@ inline void panel_rows(const T* a, int64_t lda, int64_t row, int64_t k_begin, in
 // panel_rows for a block of rows <= R rows, R chosen at compile time.
 template <class T, int NP, int NV, int R, class Epilogue>
 inline void panel_rows_upto(int64_t rows, const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end,
-                            int64_t depth, const T* const* panels, T* partial, Epilogue& epilogue) {
+                            int64_t depth, const T* const* panels, T* partial, Epilogue& epilogue,
+                            Prefetch prefetch) {
   if constexpr (R > 0) {
-    if (rows == R) return panel_rows<T, NP, NV, R>(a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
-    panel_rows_upto<T, NP, NV, R - 1>(rows, a, lda, row, k_begin, k_end, depth, panels, partial, epilogue);
+    if (rows == R)
+      return panel_rows<T, NP, NV, R>(a, lda, row, k_begin, k_end, depth, panels, partial, epilogue, prefetch);
+    panel_rows_upto<T, NP, NV, R - 1>(rows, a, lda, row, k_begin, k_end, depth, panels, partial, epilogue,
+                                      prefetch);
   }
 }
 
@@ -84,21 +96,28 @@ inline void panel_rows_upto(int64_t rows, const T* a, int64_t lda, int64_t row, 
 // N=8, H=128). When several row blocks reuse the panels, a deep product is
 // cut into depth chunks (outer loop) so each chunk of the panels stays in L2
 // while every row block passes over it.
-// partial: scratch of rows * NP*NV * width values.
+// partial: scratch of rows * NP*NV * width values. next: lines to request
+// into L2 meanwhile (the panels a caller runs next), a share in each pass of
+// a row block over a chunk, spread over its k loop so that the requests
+// overlap the FMAs.
 template <class T, int NP, int NV, class Epilogue>
 void panel_product(const T* a, int64_t lda, int64_t rows, int64_t depth, const T* const* panels, T* partial,
-                   Epilogue&& epilogue) {
+                   Epilogue&& epilogue, Prefetch next = {}) {
   constexpr int R = rows_per_block<NP * NV>();
   constexpr int64_t block_values = int64_t(NP) * NV * Vec<T>::width;
   const int64_t chunk = rows > R ? depth_chunk<T, NP * NV>() : depth;
   const int64_t blocks = (rows + R - 1) / R;
+  const int64_t passes = blocks * ((depth + chunk - 1) / chunk);
+  int64_t pass = 0;
   for (int64_t k = 0; k < depth; k += chunk) {
     const int64_t k_end = k + chunk < depth ? k + chunk : depth;
     int64_t row = 0;
-    for (int64_t i = 0; i < blocks; ++i) {
+    for (int64_t i = 0; i < blocks; ++i, ++pass) {
       const int64_t left = blocks - i, size = (rows - row + left - 1) / left;
+      const int64_t first = next.count * pass / passes, last = next.count * (pass + 1) / passes;
       panel_rows_upto<T, NP, NV, R>(size, a + row * lda, lda, row, k, k_end, depth, panels,
-                                    partial + row * block_values, epilogue);
+                                    partial + row * block_values, epilogue,
+                                    Prefetch{next.lines + first * 64, last - first});
       row += size;
     }
   }

@@ -49,6 +49,10 @@ struct RecurrencePlan {
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
   int64_t partial_values = 0;
+  // A member's weight panels do not fit its L2, so every step streams them
+  // from L3: each product requests its next panels into L2 while it runs the
+  // current ones (forward.h product_in_groups).
+  bool prefetch_panels = false;
   // Backward with the weight gradients inside (LstmBwdParams::weight_grads_inside(), weight_grads.h):
   int64_t input_blocks = 0;       // ceil(I / width): grad_x's column blocks
   void* bias_sums = nullptr;      // [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
