@@ -261,7 +261,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   }
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
   const size_t bias = workspace.reserve<T>(p.grad_bias ? plan.unit_blocks * 8 * width : 0);
-  const size_t row_pointers = workspace.reserve<const T*>(plan.members * plan.grad_chunk_rows);
+  const size_t row_pointers = workspace.reserve<const T*>(plan.members * 2 * plan.grad_chunk_rows);
   const size_t hh = workspace.reserve<T>(plan.out_blocks * 4 * H * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);

@@ -56,7 +56,7 @@ struct RecurrencePlan {
   // Backward with the weight gradients inside (LstmBwdParams::weight_grads_inside(), weight_grads.h):
   int64_t input_blocks = 0;       // ceil(I / width): grad_x's column blocks
   void* bias_sums = nullptr;      // [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
-  void* row_pointers = nullptr;   // per member grad_chunk_rows pointers: a chunk's rows of x or h_{t-1}
+  void* row_pointers = nullptr;   // per member 2 * grad_chunk_rows pointers: a chunk's rows of x and h_{t-1}
   int64_t grad_chunk_steps = 0;   // steps per chunk
   int64_t grad_chunk_rows = 0;    // grad_chunk_steps * batch: most rows a chunk has
 };

@@ -99,7 +99,8 @@ template <class T> class WeightGradients {
         I_(p_.input_size),
         w_ih_panels_(static_cast<T*>(plan.w_ih_panels)),
         bias_sums_(static_cast<T*>(plan.bias_sums)),
-        row_pointers_(static_cast<const T**>(plan.row_pointers) + member * plan.grad_chunk_rows) {
+        chunk_rows_(plan.grad_chunk_rows),
+        row_pointers_(static_cast<const T**>(plan.row_pointers) + member * 2 * plan.grad_chunk_rows) {
     if (!p_.weight_grads_inside()) return;
     const T* w_ih = static_cast<const T*>(p_.w_ih);
     for (int64_t q = inputs_.begin; p_.grad_x && q < inputs_.end; ++q)  // W_ih columns: panel q is [4H][W]
@@ -144,22 +145,26 @@ template <class T> class WeightGradients {
                                   store_partial(grad_x + (row_first + n) * I_ + q * W, acc[0], I_ - q * W);
                                 });
     }
+    Target targets[2];
+    int count = 0;
     if (p_.grad_w_ih) {
       const T* x = static_cast<const T*>(p_.x);
       for (int64_t k = 0; k < rows; ++k) row_pointers_[k] = x + (row_first + k) * I_;
-      accumulate(grad_gates, rows, I_, static_cast<T*>(p_.grad_w_ih), partial);
+      targets[count++] = {row_pointers_, I_, static_cast<T*>(p_.grad_w_ih)};
     }
     if (p_.grad_w_hh) {  // h_{t-1} of row n at step t: h0[n] at t = 0, else row n of step t - 1 in y
       const T* y = static_cast<const T*>(p_.y);
+      const T** h_rows = row_pointers_ + chunk_rows_;
       int64_t row0 = row_first, k = 0;
       for (int64_t t = t_first; t <= t_last; ++t) {
         const int64_t step_rows = rows_at(s, t);
         const T* prev = t == 0 ? static_cast<const T*>(p_.h0) : y + (row0 - rows_at(s, t - 1)) * O_;
-        for (int64_t n = 0; n < step_rows; ++n) row_pointers_[k++] = prev + n * O_;
+        for (int64_t n = 0; n < step_rows; ++n) h_rows[k++] = prev + n * O_;
         row0 += step_rows;
       }
-      accumulate(grad_gates, rows, O_, static_cast<T*>(p_.grad_w_hh), partial);
+      targets[count++] = {h_rows, O_, static_cast<T*>(p_.grad_w_hh)};
     }
+    accumulate(grad_gates, rows, targets, count, partial);
   }
 
   void finish() {
@@ -182,43 +187,54 @@ template <class T> class WeightGradients {
     }
   }
 
-  // dw[r] += sum_k grad_gates[k][r] * row_pointers_[k] for the own gate rows r
-  // (cols per row), in blocks of kGradBlockRows rows k (recurrence_plan.h):
-  // a block's column tile of b (kGradBlockRows * kGradTileVectors vectors,
-  // 16 KiB with AVX-512) stays in L1 while every gate-row tile reads it.
-  // Column tiles have as even a number of vectors as can be (8 as 4 + 4,
-  // not 6 + 2). Each element's chain still runs over k in order (through dw
-  // between blocks). Measured on a 2-core Sapphire Rapids VM: training
-  // T=50 N=64 H=512 10% faster than each tile streaming the chunk's 512 rows
-  // from L2.
+  // For each target: dw[r] += sum_k grad_gates[k][r] * b_rows[k] for the own
+  // gate rows r (cols per row), in blocks of kGradBlockRows rows k
+  // (recurrence_plan.h): a block's column tile of b (kGradBlockRows *
+  // kGradTileVectors vectors, 16 KiB with AVX-512) stays in L1 while every
+  // gate-row tile reads it. Column tiles have as even a number of vectors as
+  // can be (8 as 4 + 4, not 6 + 2). Each element's chain still runs over k in
+  // order (through dw between blocks). Measured on a 2-core Sapphire Rapids
+  // VM: training T=50 N=64 H=512 10% faster than each tile streaming the
+  // chunk's 512 rows from L2.
   // The block's own gate columns of grad_gates are first copied into
-  // scratch ([group][k][W], a group one gate of one unit block), so a tile's
-  // broadcasts read consecutive lines: in place, 4H apart (a power of two),
-  // a group's lines fall into a few L1 sets and evict each other (the 6 x 4
-  // tile with its operands in L1: 200 -> 220 GFLOP/s).
-  void accumulate(const T* grad_gates, int64_t rows, int64_t cols, T* dw, T* scratch) const {
-    const int64_t vectors = (cols + W - 1) / W, tiles = (vectors + kGradTileVectors - 1) / kGradTileVectors;
-    for (int64_t k0 = 0; k0 < rows; k0 += kGradBlockRows) {
+  // scratch ([group][k][W], a group one gate of one unit block), once for
+  // both targets, so a tile's broadcasts read consecutive lines: in place,
+  // 4H apart (a power of two), a group's lines fall into a few L1 sets and
+  // evict each other (the 6 x 4 tile with its operands in L1: 200 -> 220
+  // GFLOP/s). One copy for both targets instead of one each: the weight
+  // gradients alone (bench/weight_grads_loop.cpp, T=100 N=16 H=128, one
+  // thread) ~7% faster.
+  struct Target {
+    const T* const* b_rows;  // the chunk's rows of x, or of h_{t-1}
+    int64_t cols;
+    T* dw;
+  };
+  void accumulate(const T* grad_gates, int64_t rows, const Target* targets, int count, T* scratch) const {
+    for (int64_t k0 = 0; k0 < rows && count > 0; k0 += kGradBlockRows) {
       const int64_t block = rows - k0 < kGradBlockRows ? rows - k0 : kGradBlockRows;
       T* group = scratch;
-      for_own_gate_rows([&](int64_t r0, int64_t count) {
+      for_own_gate_rows([&](int64_t r0, int64_t gate_rows) {
         for (int64_t k = 0; k < block; ++k)
-          load_partial(grad_gates + (k0 + k) * 4 * H_ + r0, count).store(group + k * W);
+          load_partial(grad_gates + (k0 + k) * 4 * H_ + r0, gate_rows).store(group + k * W);
         group += kGradBlockRows * W;
       });
-      int64_t v0 = 0;
-      for (int64_t i = 0; i < tiles; ++i) {
-        const int64_t left = tiles - i, size = (vectors - v0 + left - 1) / left;
-        const T* packed = scratch;
-        for_own_gate_rows([&](int64_t r0, int64_t count) {
-          for (int64_t r = 0; r < count; r += kGradTileRows) {
-            const int64_t tile = count - r < kGradTileRows ? count - r : kGradTileRows;
-            weight_grad_rows<T, kGradTileRows>(tile, size, packed + r, W, row_pointers_ + k0, block, v0 * W, cols,
-                                               dw + (r0 + r) * cols, cols);
-          }
-          packed += kGradBlockRows * W;
-        });
-        v0 += size;
+      for (const Target* target = targets; target < targets + count; ++target) {
+        const int64_t cols = target->cols, vectors = (cols + W - 1) / W;
+        const int64_t tiles = (vectors + kGradTileVectors - 1) / kGradTileVectors;
+        int64_t v0 = 0;
+        for (int64_t i = 0; i < tiles; ++i) {
+          const int64_t left = tiles - i, size = (vectors - v0 + left - 1) / left;
+          const T* packed = scratch;
+          for_own_gate_rows([&](int64_t r0, int64_t gate_rows) {
+            for (int64_t r = 0; r < gate_rows; r += kGradTileRows) {
+              const int64_t tile = gate_rows - r < kGradTileRows ? gate_rows - r : kGradTileRows;
+              weight_grad_rows<T, kGradTileRows>(tile, size, packed + r, W, target->b_rows + k0, block, v0 * W, cols,
+                                                 target->dw + (r0 + r) * cols, cols);
+            }
+            packed += kGradBlockRows * W;
+          });
+          v0 += size;
+        }
       }
     }
   }
@@ -228,7 +244,8 @@ template <class T> class WeightGradients {
   const int64_t H_, O_, I_;
   T* const w_ih_panels_;
   T* const bias_sums_;
-  const T** const row_pointers_;  // the chunk's rows of x, or of h_{t-1}
+  const int64_t chunk_rows_;       // most rows a chunk has
+  const T** const row_pointers_;  // the chunk's rows of x, then (from chunk_rows_) of h_{t-1}
 };
 
 }  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA
