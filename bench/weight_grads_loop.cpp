@@ -3,8 +3,8 @@
 // each member thread runs WeightGradients::run_chunk over a sequence's chunks
 // for its own gate rows, as the backward does. Prints the median time and
 // GFLOP/s, to compare with bench/fma_peak.cpp's peak.
-//   g++ -O3 -std=c++20 -mavx512f -mavx2 -mfma -DNDEBUG -Icsrc -pthread \
-//       bench/weight_grads_loop.cpp -o /tmp/weight_grads_loop && /tmp/weight_grads_loop 2
+//   g++ -O3 -std=c++20 -mavx512f -mavx2 -mfma -DNDEBUG -Icsrc -pthread bench/weight_grads_loop.cpp -o /tmp/wgl
+//   /tmp/wgl 2
 // Arguments: members (default 2), T, N, I, H (default 100 16 128 128).
 #define FUSED_LSTM_CPU_ISA avx512
 #include "cpu/weight_grads.h"
