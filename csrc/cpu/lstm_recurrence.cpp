@@ -206,7 +206,7 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
   if (p.projects_input()) plan_input_chunks<T>(s, I, isa_folds, plan);
   // Measured on the Sapphire Rapids VM (2 MiB L2 a core), alternating builds:
   // inference T=50 N=64 H=512 (4 MiB of panels a member) 46.9 -> 42.6 ms,
-  // T=100 N=16 H=512 -8%, training T=50 N=64 -4%; with the weights in L2
+  // T=100 N=16 H=512 -8%, training T=50 N=64 -2 to -4%; with the weights in L2
   // (N=8 and N=16 at H=128) the extra loads cost 3-7%.
   plan.prefetch_panels = !member_panels_in_l2<T>(plan, (p.projects_input() ? I : 0) + O);
   const size_t ih = workspace.reserve<T>(plan.unit_blocks * I * 4 * width);
