@@ -176,19 +176,24 @@ int64_t l3_bytes() {
   return bytes;
 }
 
+// Bytes of `blocks` unit blocks' gate panels (4 gates x width) with `depth` values each.
+template <class T> int64_t gate_panel_bytes(const RecurrencePlan& plan, int64_t blocks, int64_t depth) {
+  return blocks * 4 * plan.width * depth * int64_t(sizeof(T));
+}
+
 // Whether a member's panels of weights with `depth` columns (W_ih's and
 // W_hh's, added) stay in its L2 from one step to the next.
 template <class T> bool member_panels_in_l2(const RecurrencePlan& plan, int64_t depth) {
-  return unit_blocks_per_member(plan) * 4 * plan.width * depth * int64_t(sizeof(T)) <= l2_bytes();
+  return gate_panel_bytes<T>(plan, unit_blocks_per_member(plan), depth) <= l2_bytes();
 }
 
 template <class T>
 void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, RecurrencePlan& plan) {
   const int64_t depth = input_size + s.out_size();  // W_ih + W_hh
-  const bool weights_cached = member_panels_in_l2<T>(plan, depth) ||
-                              plan.unit_blocks * 4 * plan.width * depth * int64_t(sizeof(T)) <= l3_bytes() / 2;
+  const bool weights_cached =
+      member_panels_in_l2<T>(plan, depth) || gate_panel_bytes<T>(plan, plan.unit_blocks, depth) <= l3_bytes() / 2;
   plan.fold_projection = isa_folds && s.batch == 1 && weights_cached;
-  const int64_t row_bytes = unit_blocks_per_member(plan) * 4 * plan.width * static_cast<int64_t>(sizeof(T));
+  const int64_t row_bytes = gate_panel_bytes<T>(plan, unit_blocks_per_member(plan), 1);  // a row of gates_chunk
   const int64_t rows = plan.fold_projection
                            ? kFoldRingRows
                            : std::max<int64_t>(1, std::min(kChunkTargetRows, kChunkBytesPerMember / row_bytes));

@@ -62,7 +62,7 @@ inline void panel_block(const T* a, int64_t lda, int64_t k_begin, int64_t k_end,
 // after the last chunk: epilogue(row, panel, const Vec<T>* NV accumulators).
 template <class T, int NP, int NV, int R, class Epilogue>
 inline void panel_rows(const T* a, int64_t lda, int64_t row, int64_t k_begin, int64_t k_end, int64_t depth,
-                       const T* const* panels, T* partial, Epilogue& epilogue, Prefetch prefetch = {}) {
+                       const T* const* panels, T* partial, Epilogue& epilogue, Prefetch prefetch) {
   constexpr int W = Vec<T>::width, J = NP * NV;
   Vec<T> acc[R][J];
   for (int r = 0; r < R; ++r)
