@@ -317,10 +317,14 @@ def cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih:
     path (lstm_layer, _EagerProjectedRecurrence) made a training step at
     N=1, H=64 take 1.6x nn.LSTMCell's, nearly all of it Python."""
     _check_projected_args(x.unsqueeze(0), w_ih, b_ih, b_hh, w_hh, None, h, c, None)
-    args = _contiguous(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return run_cell_step(*_contiguous(x, h, c, w_ih, w_hh, b_ih, b_hh), training)
+
+
+def run_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                  b_hh: Optional[Tensor], training: bool) -> Tuple[Tensor, Tensor]:
+    """cell_step on arguments already checked and contiguous."""
     if training:
-        return _EagerCellStep.apply(*args)
-    x, h, c, w_ih, w_hh, b_ih, b_hh = args
+        return _EagerCellStep.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
     return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=False)[:2]
 
 

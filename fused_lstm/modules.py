@@ -298,6 +298,19 @@ class FusedLSTMCell(nn.Module):
                                    f"devices, {tensor.device} and {weight.device}!")
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        # Plain calls skip the checks below (functional.plain_lstm_cell). The
+        # parameters from _parameters (nn.Module.__getattr__ costs ~0.5 us each);
+        # a parametrized one is not there (KeyError), and takes the checked path.
+        params = self._parameters
+        try:
+            w_ih, w_hh, b_ih, b_hh = params["weight_ih"], params["weight_hh"], params["bias_ih"], params["bias_hh"]
+        except KeyError:
+            w_ih = None
+        if (hx is not None and w_ih is not None and w_hh is not None and w_ih.shape[-1] == self.input_size
+                and w_hh.shape[-1] == self.hidden_size):
+            plain = functional.plain_lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+            if plain is not None:
+                return plain
         if input.dim() not in (1, 2):
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None:

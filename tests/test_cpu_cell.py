@@ -113,3 +113,105 @@ def test_bad_arguments_raise_before_any_kernel(cell_launches):
     with pytest.raises(TypeError, match="fused_lstm"):
         functional.lstm_cell(x, (h.double(), c), w_ih, w_hh, b_ih, b_hh)
     assert cell_launches == []
+
+
+@pytest.fixture
+def plain_launches(monkeypatch):
+    """The `training` flag of every step plain_lstm_cell launched (it skipped the checks)."""
+    calls = []
+    launch = functional.run_cell_step
+
+    def spy(*args):
+        calls.append(args[-1])
+        return launch(*args)
+
+    monkeypatch.setattr(functional, "run_cell_step", spy)
+    return calls
+
+
+@pytest.fixture
+def module_checks(monkeypatch):
+    """One entry per FusedLSTMCell call that ran the module's checks."""
+    calls = []
+    check = FusedLSTMCell._check_forward_args
+
+    def spy(self, *args):
+        calls.append(True)
+        return check(self, *args)
+
+    monkeypatch.setattr(FusedLSTMCell, "_check_forward_args", spy)
+    return calls
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_plain_module_calls_skip_the_checks_with_the_same_bits(bias, grad, plain_launches, module_checks):
+    torch.manual_seed(5)
+    cell = FusedLSTMCell(6, 10, bias=bias)
+    x, h, c = torch.randn(4, 6), torch.randn(4, 10), torch.randn(4, 10)
+    with torch.set_grad_enabled(grad):
+        got = cell(x, (h, c))
+        assert plain_launches == [grad] and module_checks == []
+        expected = general_step(x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def _not_plain_calls():
+    """(name, call(cell, x, h, c) -> (h', c')) with the inputs of a plain call
+    in a form plain_lstm_cell leaves to the checked path; same values."""
+    def strided(t):
+        return t.t().contiguous().t()  # same values, column-major
+
+    class Sub(torch.Tensor):
+        pass
+
+    return [
+        ("hx_list", lambda cell, x, h, c: cell(x, [h, c])),
+        ("x_strided", lambda cell, x, h, c: cell(strided(x), (h, c))),
+        ("c_strided", lambda cell, x, h, c: cell(x, (h, strided(c)))),
+        ("unbatched", lambda cell, x, h, c: tuple(t.unsqueeze(0) for t in cell(x[0], (h[0], c[0])))),
+        ("x_subclass", lambda cell, x, h, c: tuple(torch.Tensor(t) for t in cell(x.as_subclass(Sub), (h, c)))),
+    ]
+
+
+@pytest.mark.parametrize("name, call", _not_plain_calls(), ids=[name for name, _ in _not_plain_calls()])
+def test_calls_that_are_not_plain_take_the_checked_path_with_the_same_results(name, call, module_checks):
+    torch.manual_seed(6)
+    cell = FusedLSTMCell(6, 10)
+    x, h, c = torch.randn(4, 6), torch.randn(4, 10), torch.randn(4, 10)
+    with torch.no_grad():
+        expected = cell(x, (h, c))
+        assert module_checks == []
+        got = call(cell, x, h, c)
+    assert module_checks == [True], "a call that is not plain skipped the checks"
+    if name == "unbatched":  # row 0 alone
+        expected = tuple(t[:1] for t in expected)
+    for a, b in zip(got, expected):
+        if name == "x_subclass":  # the general path: the same math through other kernels
+            torch.testing.assert_close(a, b, atol=5e-6, rtol=0)
+        else:
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("names", [("weight_hh",), ("bias_ih",), ("bias_ih", "bias_hh")], ids="+".join)
+def test_a_parametrized_weight_is_used_not_skipped(names, module_checks):
+    """torch.nn.utils.parametrize moves the parameter out of _parameters: the
+    module must take the checked path, which reads the parametrized value."""
+    from torch.nn.utils import parametrize
+
+    class Halve(torch.nn.Module):
+        def forward(self, value):
+            return value / 2
+
+    torch.manual_seed(7)
+    reference = torch.nn.LSTMCell(6, 10)
+    cell = FusedLSTMCell.from_torch(reference)
+    for module in (reference, cell):
+        for name in names:
+            parametrize.register_parametrization(module, name, Halve())
+    x, hx = torch.randn(3, 6), (torch.randn(3, 10), torch.randn(3, 10))
+    with torch.no_grad():
+        got, expected = cell(x, hx), reference(x, hx)
+    assert module_checks == [True]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=5e-6, rtol=0)
