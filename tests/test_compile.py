@@ -49,3 +49,25 @@ def test_export_fixed_shape():
     exported = torch.export.export(model, (x,))
     assert "fused_lstm.recurrence_forward" in str(exported.graph)
     assert torch.allclose(exported.module()(x), model(x), atol=1e-6)
+
+
+def test_cell_with_a_state_compiles_fullgraph_and_exports():
+    """A cell call with hx given is plain in eager mode (functional.plain_lstm_cell):
+    traced, it must still go through the checked path and the custom ops."""
+    torch.manual_seed(1)
+    cell = FusedLSTMCell(6, 4).double()
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    hx = (torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64))
+    leaves = [x, *cell.parameters()]
+    expected = cell(x, hx)
+    expected_grads = torch.autograd.grad(sum(t.sum() for t in expected), leaves)
+    torch._dynamo.reset()
+    actual = torch.compile(cell, fullgraph=True, backend="aot_eager")(x, hx)
+    actual_grads = torch.autograd.grad(sum(t.sum() for t in actual), leaves)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(actual, expected))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(actual_grads, expected_grads))
+    cell = cell.float().eval()
+    args = (x.detach().float(), tuple(t.float() for t in hx))
+    exported = torch.export.export(cell, args)
+    assert "fused_lstm.recurrence_forward" in str(exported.graph)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(exported.module()(*args), cell(*args)))
