@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _backend
 from ._backend import projects_input
 from ._ops import (cell_step, projected_recurrence_training, recurrence_forward, run_cell_step,
                    run_projected_forward, run_recurrence_forward)
@@ -188,7 +187,6 @@ def lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Tensor,
     return y[0], c_next
 
 
-_CPU_CELL_DTYPES = (torch.float32, torch.float64)
 _autocast_enabled = torch._C._is_any_autocast_enabled
 _dynamo_compiling = torch.compiler.is_dynamo_compiling
 
@@ -209,7 +207,7 @@ def plain_lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Te
     if type(x) is not Tensor or type(h) is not Tensor or type(c) is not Tensor:
         return None
     dtype = w_hh.dtype
-    if dtype not in _CPU_CELL_DTYPES or x.dtype != dtype or h.dtype != dtype or c.dtype != dtype or w_ih.dtype != dtype:
+    if x.dtype != dtype or h.dtype != dtype or c.dtype != dtype or w_ih.dtype != dtype:
         return None
     if x.dim() != 2 or w_hh.dim() != 2:  # the shape tests below cover h, c and w_ih
         return None
@@ -228,6 +226,6 @@ def plain_lstm_cell(x: Tensor, hx: Tuple[Tensor, Tensor], w_ih: Tensor, w_hh: Te
                                                       and b_hh.is_contiguous())):
             return None
         requires_grad = requires_grad or b_ih.requires_grad or b_hh.requires_grad
-    if _autocast_enabled() or _dynamo_compiling() or _backend.choose("cpu", dtype) != "cpu":
+    if _autocast_enabled() or _dynamo_compiling() or not projects_input(x):  # float32/64, the CPU backend
         return None
     return run_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh, requires_grad and torch.is_grad_enabled())
