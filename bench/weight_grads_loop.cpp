@@ -61,8 +61,7 @@ int main(int argc, char** argv) {
   plan.unit_blocks = (H + W - 1) / W;
   plan.out_blocks = plan.unit_blocks;
   plan.input_blocks = (I + W - 1) / W;
-  const int64_t chunk_rows = 512;  // kWeightGradChunkRows
-  plan.grad_chunk_steps = std::min(T, (chunk_rows + N - 1) / N);
+  plan.grad_chunk_steps = std::min(T, (kWeightGradChunkRows + N - 1) / N);
   plan.grad_chunk_rows = plan.grad_chunk_steps * N;
   std::vector<const float*> row_pointers(members * 2 * plan.grad_chunk_rows);
   plan.row_pointers = row_pointers.data();

@@ -241,15 +241,6 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
   run_job(plan, fn);
 }
 
-// Rows per chunk of the weight gradients inside the backward (weight_grads.h):
-// each chunk re-reads and re-writes the member's dW rows (4 MB a member at
-// H = 512), so enough rows that this is small beside the chunk's FMAs.
-// Measured on Zen 4, a training step's time over the same step's with
-// framework GEMMs, at N=64 H=512 / N=16 H=128 / N=8 H=128: 64 rows 1.04 at
-// N=64 (a chunk a step); 256 rows 0.97 / 0.93 / 0.92; 512 rows 0.96 / 0.89 /
-// 0.88; the whole sequence as one chunk 1.13 / 0.92 / 0.89.
-constexpr int64_t kWeightGradChunkRows = 512;
-
 template <class T>
 void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const LstmSizes& s = p.sizes;
