@@ -2,15 +2,17 @@
 (forward, then backward into the weights, the input and the state), at sizes
 a step-by-step decoder runs. A small step's kernels take tens of
 microseconds, so per-call costs (Python, autograd, allocation) show here
-more than in the sequence benchmarks. CPU only; raw numbers:
---benchmark-json (the case is in each benchmark's extra_info)."""
+more than in the sequence benchmarks; at N=1 H=512 the step's 8 MiB of
+weights do (FusedLSTMCell takes its pre-activation from the framework's GEMMs
+there, _ops._cell_by_gemms). CPU only; raw numbers: --benchmark-json (the
+case is in each benchmark's extra_info)."""
 import pytest
 import torch
 from torch import nn
 
 from fused_lstm import FusedLSTMCell
 
-CELL_SHAPES = [(1, 64), (8, 128), (64, 256)]  # (N, H), input size H
+CELL_SHAPES = [(1, 64), (8, 128), (64, 256), (1, 512)]  # (N, H), input size H
 CELL_RUNNERS = ["fused", "lstm_cell"]  # FusedLSTMCell, torch.nn.LSTMCell
 
 

@@ -154,7 +154,8 @@ def projected_backward(x, w_ih, w_hh, w_hr, h0, c0, y, saved_gates, saved_c, sav
 def cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training):
     """One nn.LSTMCell step on the CPU recurrence (_params.cell_forward_fields):
     h', c' and, training, saved_gates and saved_c (else None). Only where
-    projects_input(x); inputs contiguous and checked."""
+    projects_input(x); inputs contiguous and checked. w_ih, b_ih, b_hh, w_hh
+    None: x is the step's whole pre-activation, the gate math alone runs."""
     outputs, fields = _params.cell_forward_fields(_C, x, h, c, w_ih, b_ih, b_hh, w_hh, training)
     _C.lstm_forward_cpu_fields(**fields, num_threads=torch.get_num_threads())
     return outputs
@@ -166,6 +167,14 @@ def cell_backward(x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h, gra
     where needs_grad, for x, w_ih, the bias, w_hh, says no)."""
     outputs, fields = _params.cell_backward_fields(_C, x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h,
                                                    grad_c, needs_grad)
+    _C.lstm_backward_cpu_fields(**fields, num_threads=torch.get_num_threads())
+    return outputs
+
+
+def cell_gate_math_backward(c, saved_gates, saved_c, grad_h, grad_c):
+    """The backward of cell_forward's gate math alone (its w_ih None):
+    grad_gates (of the pre-activation) and grad_c of the step's input c."""
+    outputs, fields = _params.cell_gate_math_backward_fields(_C, c, saved_gates, saved_c, grad_h, grad_c)
     _C.lstm_backward_cpu_fields(**fields, num_threads=torch.get_num_threads())
     return outputs
 

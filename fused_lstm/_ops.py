@@ -325,17 +325,50 @@ def run_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b
     """cell_step on arguments already checked and contiguous."""
     if training:
         return _EagerCellStep.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=False)[:2]
+    return _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training=False)[:2]
+
+
+# Where a cell step's pre-activation comes from the framework's GEMMs (MKL /
+# oneDNN, reading the weights in place), with only the gate math on the
+# recurrence's kernels: weights of at least CELL_GEMM_MIN_WEIGHT_BYTES
+# (w_ih and w_hh), in training or at batch <= CELL_GEMM_MAX_INFERENCE_BATCH.
+# Elsewhere the recurrence runs the whole step. It packs both weights into
+# panels every call (its backward both again), which a sequence pays once
+# for T steps but a cell step each time. Measured on the 2-core Sapphire
+# Rapids VM against the recurrence: training N=1 H=512 2.31 -> 1.18 ms, N=64
+# H=256 1.52 -> 1.24 ms, N=16 H=192 0.60 -> 0.53 ms, N=64 H=128 (0.5 MiB)
+# even; inference N=1 H=512 553 -> 259 us, N=4 H=256 117 -> 108 us, but
+# N=16 H=192 91 -> 128 us (the recurrence's product beats the GEMMs there).
+CELL_GEMM_MIN_WEIGHT_BYTES = 1 << 20
+CELL_GEMM_MAX_INFERENCE_BATCH = 8
+
+
+def _cell_by_gemms(x: Tensor, w_hh: Tensor, training: bool) -> bool:
+    weight_bytes = w_hh.shape[0] * (x.shape[1] + w_hh.shape[1]) * x.element_size()
+    return weight_bytes >= CELL_GEMM_MIN_WEIGHT_BYTES and (training or x.shape[0] <= CELL_GEMM_MAX_INFERENCE_BATCH)
+
+
+def _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training):
+    """_backend.cell_forward of the step, its pre-activation from GEMMs where
+    _cell_by_gemms says so."""
+    if not _cell_by_gemms(x, w_hh, training):
+        return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=training)
+    gates = torch.mm(x, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())
+    gates.addmm_(h, w_hh.t())
+    return _backend.cell_forward(gates, h, c, None, None, None, None, training=training)
 
 
 class _EagerCellStep(torch.autograd.Function):
     """cell_step's training: saves what its backward reads (8 tensors against
     the general path's 11) and has the backward recurrence compute every
-    gradient (_backend.cell_backward), as _EagerProjectedRecurrence does."""
+    gradient (_backend.cell_backward), as _EagerProjectedRecurrence does; or,
+    for a step whose pre-activation came from GEMMs (_cell_by_gemms), the
+    gate math's backward, then the framework's GEMMs for the rest."""
 
     @staticmethod
     def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        h_next, c_next, saved_gates, saved_c = _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=True)
+        h_next, c_next, saved_gates, saved_c = _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training=True)
+        ctx.by_gemms = _cell_by_gemms(x, w_hh, training=True)
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
         ctx.save_for_backward(x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c)
@@ -353,10 +386,16 @@ class _EagerCellStep(torch.autograd.Function):
             grad_gates, grad_w_hh, _, grad_h0, grad_c0 = _recurrence_grads(
                 saved, None if grad_h is None else grad_h.unsqueeze(0), None, grad_c)
             grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates[0], x, w_ih, needs[0], needs[3], needs_bias)
+            return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias)
+        # Gradients of the outputs may be expanded (a sum's): the kernels read them dense.
+        grad_h = torch.zeros_like(h_next) if grad_h is None else grad_h.contiguous()
+        grad_c = None if grad_c is None else grad_c.contiguous()
+        if ctx.by_gemms:
+            grad_gates, grad_c0 = _backend.cell_gate_math_backward(c, saved_gates, saved_c, grad_h, grad_c)
+            grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates, x, w_ih, needs[0], needs[3], needs_bias)
+            grad_h0 = grad_gates @ w_hh if needs[1] else None
+            grad_w_hh = grad_gates.t() @ h if needs[4] else None
         else:
-            # Gradients of the outputs may be expanded (a sum's): the kernels read them dense.
-            grad_h = torch.zeros_like(h_next) if grad_h is None else grad_h.contiguous()
-            grad_c = None if grad_c is None else grad_c.contiguous()
             grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh = _backend.cell_backward(
                 x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h, grad_c,
                 (needs[0], needs[3], needs_bias, needs[4]))

@@ -227,7 +227,9 @@ def cell_forward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, b
                         b_hh: Optional[Tensor], w_hh: Tensor, training: bool) -> Tuple[Tuple[Tensor, ...], dict]:
     """Outputs h', c' and, training, saved_gates [N, 4H] and saved_c [N, H]
     (else None), with the fields that fill them. x [N, I], h and c [N, H]. The
-    step's y [1, N, H] and its h_n [N, H] are both h' (same layout, same rows)."""
+    step's y [1, N, H] and its h_n [N, H] are both h' (same layout, same rows).
+    w_ih and w_hh None (params.h's gate_math_only): x is the step's whole
+    pre-activation [N, 4H], the gate math alone runs; the biases are None."""
     new = allocator_for(x, output_allocator())  # x: float32 or float64, its own accumulation dtype
     batch, hidden = c.shape
     h_next, c_next = new((batch, hidden)), new((batch, hidden))
@@ -235,8 +237,11 @@ def cell_forward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, b
     saved_c = new((batch, hidden)) if training else None
     fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
                   dtype=getattr(module.DType, _DTYPE_NAMES[x.dtype]), w_hh=w_hh, w_hr=None, h0=h, c0=c, y=h_next,
-                  h_n=h_next, c_n=c_next, saved_gates=saved_gates, saved_c=saved_c, saved_h=None, x=x,
-                  input_size=x.shape[1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
+                  h_n=h_next, c_n=c_next, saved_gates=saved_gates, saved_c=saved_c, saved_h=None)
+    if w_ih is None:
+        fields.update(gates_x=x)
+    else:
+        fields.update(x=x, input_size=x.shape[1], w_ih=w_ih, b_ih=b_ih, b_hh=b_hh)
     return (h_next, c_next, saved_gates, saved_c), fields
 
 
@@ -251,10 +256,22 @@ def cell_backward_fields(module, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, 
     new = allocator_for(x, output_allocator())
     batch, hidden = c.shape
     (grad_x, grad_w_ih, grad_bias, grad_w_hh), fields = weight_grad_fields(x, w_ih, w_hh, h_next, h, needs_grad)
-    grad_h0, grad_c0 = new((batch, hidden)), new((batch, hidden))
-    fields.update(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
-                  dtype=getattr(module.DType, _DTYPE_NAMES[x.dtype]), w_hh=w_hh, w_hr=None, c0=c,
-                  saved_gates=saved_gates, saved_c=saved_c, saved_h=None, grad_y=grad_h, grad_h_n=None,
-                  grad_c_n=grad_c, grad_gates=new((batch, 4 * hidden)),
-                  grad_h_out=None, grad_h0=grad_h0, grad_c0=grad_c0)
+    (_, grad_c0), step_fields = cell_gate_math_backward_fields(module, c, saved_gates, saved_c, grad_h, grad_c)
+    grad_h0 = new((batch, hidden))
+    fields.update(step_fields, w_hh=w_hh, grad_h0=grad_h0)
     return (grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh), fields
+
+
+def cell_gate_math_backward_fields(module, c: Tensor, saved_gates: Tensor, saved_c: Tensor, grad_h: Tensor,
+                                   grad_c: Optional[Tensor]) -> Tuple[Tuple[Tensor, Tensor], dict]:
+    """Outputs grad_gates [N, 4H] (of the step's pre-activation) and grad_c
+    [N, H] of a cell step's gate math, with the fields that fill them
+    (params.h's gate_math_only: w_hh None, no grad_h0)."""
+    new = allocator_for(saved_c, output_allocator())
+    batch, hidden = c.shape
+    grad_gates, grad_c0 = new((batch, 4 * hidden)), new((batch, hidden))
+    fields = dict(seq_len=1, batch=batch, hidden=hidden, proj_size=0, total_rows=batch, batch_sizes=None,
+                  dtype=getattr(module.DType, _DTYPE_NAMES[c.dtype]), w_hh=None, w_hr=None, c0=c,
+                  saved_gates=saved_gates, saved_c=saved_c, saved_h=None, grad_y=grad_h, grad_h_n=None,
+                  grad_c_n=grad_c, grad_gates=grad_gates, grad_h_out=None, grad_h0=None, grad_c0=grad_c0)
+    return (grad_gates, grad_c0), fields

@@ -75,6 +75,36 @@ def test_cpu_backward_from_fields_raises_like_the_pybind_launchers():
         _C.lstm_backward_cpu_fields(seq_len=0, batch=1, hidden=4, total_rows=0)
 
 
+def test_a_null_w_hh_is_only_one_steps_gate_math():
+    # params.h's gate_math_only: one step, gates_x, no projection; its backward
+    # without grad_h0 or weight gradients (FusedLSTMCell's GEMM step).
+    def forward(seq_len, **fields):
+        _C.lstm_forward_cpu_fields(seq_len=seq_len, batch=1, hidden=4, total_rows=seq_len,
+                                   y=torch.empty(seq_len, 1, 4), h_n=torch.empty(1, 4), c_n=torch.empty(1, 4),
+                                   **fields)
+
+    with pytest.raises(ValueError, match="w_hh may be null only"):
+        forward(2, gates_x=torch.randn(2, 1, 16))
+    with pytest.raises(ValueError, match="w_hh may be null only"):
+        forward(1, x=torch.randn(1, 1, 3), input_size=3, w_ih=torch.randn(16, 3))
+    forward(1, gates_x=torch.randn(1, 1, 16))  # allowed
+
+    def backward(**fields):
+        _C.lstm_backward_cpu_fields(seq_len=1, batch=1, hidden=4, total_rows=1, c0=torch.randn(1, 4),
+                                    saved_gates=torch.rand(1, 16), saved_c=torch.randn(1, 4),
+                                    grad_y=torch.randn(1, 4), grad_gates=torch.empty(1, 16),
+                                    grad_c0=torch.empty(1, 4), **fields)
+
+    with pytest.raises(ValueError, match="w_hh may be null only"):
+        backward(grad_h0=torch.empty(1, 4))
+    with pytest.raises(ValueError, match="w_hh may be null only"):
+        backward(input_size=3, x=torch.randn(1, 3), grad_w_ih=torch.empty(16, 3))
+    backward()  # allowed
+    simt = pytest.importorskip("fused_lstm._simt")  # the CUDA launchers' host code, on the CPU
+    with pytest.raises(ValueError, match="needs w_hh"):
+        simt.lstm_forward_cuda(simt.LstmFwdParams(seq_len=1, batch=1, hidden=4, total_rows=1))
+
+
 def test_cpu_backward_from_fields_matches_the_params_launcher():
     # The autograd path launches the CPU backward from its fields; the params
     # object launcher (kept for the tests' direct calls) must give the same bits.

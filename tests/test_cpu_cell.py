@@ -1,14 +1,18 @@
 """FusedLSTMCell's eager CPU step (_ops.cell_step): the recurrence's kernels
 launched directly for one step. Same bits as the general one-step path
 (functional.lstm_layer with T = 1), outputs and every gradient, on any
-thread count; create_graph; bad arguments refused before any kernel."""
+thread count; create_graph; bad arguments refused before any kernel.
+A step with large weights (_ops._cell_by_gemms) takes its pre-activation
+from framework GEMMs and runs only the gate math on the kernels: the same
+results within the parity bounds, checked here with that path forced at
+small sizes."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fused_lstm import FusedLSTMCell, _backend, _params, functional
-from test_cpu_recurrence import torch_threads
+from fused_lstm import FusedLSTMCell, _backend, _ops, _params, functional
+from test_cpu_recurrence import TOLERANCE, torch_threads
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +81,11 @@ def test_inference_step_has_the_general_paths_bits(dtype, cell_launches):
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
+@pytest.mark.parametrize("gemms", [False, True], ids=["kernels", "gemms"])
 @pytest.mark.parametrize("through", ["h", "c"])
-def test_gradient_through_one_output(through, cell_launches):
+def test_gradient_through_one_output(through, gemms, cell_launches, monkeypatch):
+    if gemms:
+        force_gemm_steps(monkeypatch)
     x, hx, weights = make_cell(2, 4, 6, torch.float64, True, True, seed=2)
     leaves = [x, *hx, *weights]
     results = []
@@ -86,10 +93,14 @@ def test_gradient_through_one_output(through, cell_launches):
         h, c = step(x, hx, *weights)
         results.append(torch.autograd.grad((h if through == "h" else c).sum(), leaves))
     assert cell_launches == [True]
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+    for a, b in zip(*results):  # the GEMM step: the same math through the framework's GEMMs
+        torch.testing.assert_close(a, b, atol=1e-12 if gemms else 0, rtol=0)
 
 
-def test_create_graph_gives_first_derivatives_and_refuses_a_second():
+@pytest.mark.parametrize("gemms", [False, True], ids=["kernels", "gemms"])
+def test_create_graph_gives_first_derivatives_and_refuses_a_second(gemms, monkeypatch):
+    if gemms:
+        force_gemm_steps(monkeypatch)
     x, hx, weights = make_cell(3, 4, 5, torch.float64, True, True, seed=3)
     leaves = [x, *hx, *weights]
     h, c = functional.lstm_cell(x, hx, *weights)
@@ -215,3 +226,106 @@ def test_a_parametrized_weight_is_used_not_skipped(names, module_checks):
     assert module_checks == [True]
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=5e-6, rtol=0)
+
+
+# -- the framework-GEMM step (_ops._cell_by_gemms) -------------------------------------------------
+
+
+def force_gemm_steps(monkeypatch):
+    monkeypatch.setattr(_ops, "CELL_GEMM_MIN_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(_ops, "CELL_GEMM_MAX_INFERENCE_BATCH", 1 << 30)
+
+
+@pytest.fixture
+def by_gemms(monkeypatch):
+    """Forces the GEMM step at any size; returns, per _backend.cell_forward
+    call, whether it ran the gate math alone (its w_ih None)."""
+    force_gemm_steps(monkeypatch)
+    calls = []
+    launch = _backend.cell_forward
+
+    def spy(*args, training):
+        calls.append(args[3] is None)
+        return launch(*args, training=training)
+
+    monkeypatch.setattr(_backend, "cell_forward", spy)
+    return calls
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("state_grad", [True, False], ids=["state_grad", "no_state_grad"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(1, 5, 7), (9, 64, 130)], ids=lambda s: "N{}I{}H{}".format(*s))
+def test_gemm_step_matches_the_general_path(shape, dtype, bias, state_grad, grad, by_gemms):
+    x, hx, weights = make_cell(*shape, dtype, bias, state_grad, seed=sum(shape) + 1)
+    leaves = [x, *(hx if state_grad else ()), *(w for w in weights if w is not None)]
+    grad_h, grad_c = torch.randn_like(hx[0]), torch.randn_like(hx[1])
+    results = []
+    with torch.set_grad_enabled(grad):
+        for step in (functional.lstm_cell, general_step):
+            h, c = step(x, hx, *weights)
+            grads = torch.autograd.grad((h * grad_h).sum() + (c * grad_c).sum(), leaves) if grad else ()
+            results.append([h, c, *grads])
+    assert by_gemms == [True], "lstm_cell did not take the GEMM step"
+    for index, (got, expected) in enumerate(zip(*results)):
+        torch.testing.assert_close(got, expected, atol=TOLERANCE[dtype], rtol=0, msg=f"output {index}")
+
+
+def test_gemm_step_matches_nn_lstm_cell_in_float32(by_gemms):
+    torch.manual_seed(8)
+    reference = torch.nn.LSTMCell(48, 96)
+    cell = FusedLSTMCell.from_torch(reference)
+    x = torch.randn(16, 48, requires_grad=True)
+    hx = tuple(torch.randn(16, 96, requires_grad=True) for _ in range(2))
+    grad_h, grad_c = torch.randn(16, 96), torch.randn(16, 96)
+    results = []
+    for module in (cell, reference):
+        h, c = module(x, hx)
+        leaves = [x, *hx, *module.parameters()]
+        results.append([h, c, *torch.autograd.grad((h * grad_h).sum() + (c * grad_c).sum(), leaves)])
+    assert by_gemms == [True]
+    for index, (got, expected) in enumerate(zip(*results)):
+        torch.testing.assert_close(got, expected, atol=5e-5, rtol=0, msg=f"output {index}")
+
+
+@pytest.mark.parametrize("frozen", ["weights", "input", "bias"])
+def test_gemm_step_gives_only_the_gradients_asked_for(frozen, by_gemms):
+    x, hx, weights = make_cell(5, 8, 12, torch.float64, True, True, seed=9)
+    w_ih, w_hh, b_ih, b_hh = weights
+    frozen_tensors = {"weights": (w_ih, w_hh), "input": (x, *hx), "bias": (b_ih, b_hh)}[frozen]
+    for tensor in frozen_tensors:
+        tensor.requires_grad_(False)
+    leaves = [t for t in (x, *hx, *weights) if t.requires_grad]
+    got = torch.autograd.grad(sum(t.sum() for t in functional.lstm_cell(x, hx, *weights)), leaves)
+    expected = torch.autograd.grad(sum(t.sum() for t in general_step(x, hx, *weights)), leaves)
+    assert by_gemms == [True]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_gemm_step_gradcheck_and_determinism(by_gemms):
+    x, hx, weights = make_cell(3, 4, 5, torch.float64, True, True, seed=11)
+    assert torch.autograd.gradcheck(lambda *args: functional.lstm_cell(args[0], args[1:3], *args[3:]),
+                                    (x, *hx, *weights))
+    runs = []
+    for _ in range(2):
+        h, c = functional.lstm_cell(x, hx, *weights)
+        runs.append([h, c, *torch.autograd.grad(h.sum() + c.sum(), [x, *hx, *weights])])
+    assert all(by_gemms)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("batch, hidden, grad, expected", [
+    (1, 512, False, True), (8, 256, False, True), (16, 256, False, False),  # inference: small batches
+    (64, 256, True, True), (1, 128, True, False), (64, 128, False, False),  # training: 1 MiB of weights
+])
+def test_large_weights_take_the_gemm_step(batch, hidden, grad, expected, monkeypatch):
+    calls = []
+    launch = _backend.cell_forward
+    monkeypatch.setattr(_backend, "cell_forward",
+                        lambda *args, training: calls.append(args[3] is None) or launch(*args, training=training))
+    cell = FusedLSTMCell(hidden, hidden)
+    with torch.set_grad_enabled(grad):
+        cell(torch.randn(batch, hidden), (torch.randn(batch, hidden), torch.randn(batch, hidden)))
+    assert calls == [expected]

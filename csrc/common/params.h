@@ -50,7 +50,10 @@ struct LstmFwdParams {
   const void* w_ih = nullptr;     // [4H, I]
   const void* b_ih = nullptr;     // [4H], or nullptr (no bias: b_hh too)
   const void* b_hh = nullptr;     // [4H], or nullptr
-  const void* w_hh = nullptr;     // [4H, H_out]
+  // [4H, H_out]. CPU only, nullptr: gates_x is the whole pre-activation of
+  // one step (T = 1, no projection, h0 @ W_hh^T added by the caller's GEMM):
+  // the gate math alone (FusedLSTMCell's framework-GEMM step).
+  const void* w_hh = nullptr;
   const void* w_hr = nullptr;     // [P, H], or nullptr when proj_size == 0
   const void* h0 = nullptr;       // [N, H_out]; on the CPU, h0 and c0 both
   const void* c0 = nullptr;       // [N, H]      nullptr mean a zero state
@@ -71,6 +74,7 @@ struct LstmFwdParams {
   int num_threads = 0;  // CPU only: team size, torch.get_num_threads(); 0 = all cores
   bool training() const { return saved_gates != nullptr; }
   bool projects_input() const { return input_size > 0; }
+  bool gate_math_only() const { return w_hh == nullptr; }
 };
 
 // Backward recurrence, t = T-1 .. 0. Produces the gradients that flow through
@@ -80,7 +84,10 @@ struct LstmFwdParams {
 struct LstmBwdParams {
   LstmSizes sizes;
   DType dtype = DType::kFloat32;
-  const void* w_hh = nullptr;         // [4H, H_out]
+  // [4H, H_out]. CPU only, nullptr: the gate math's backward alone, of a
+  // gate_math_only forward (T = 1): grad_gates and grad_c0, no grad_h0 (the
+  // caller's GEMM: grad_gates @ W_hh) and no weight gradients inside.
+  const void* w_hh = nullptr;
   const void* w_hr = nullptr;         // [P, H] or nullptr
   const void* c0 = nullptr;           // [N, H]
   const void* saved_gates = nullptr;  // as LstmFwdParams, accumulation dtype
@@ -113,6 +120,7 @@ struct LstmBwdParams {
   RecurrencePath path = RecurrencePath::kAuto;
   int num_threads = 0;                // CPU only, as LstmFwdParams
   bool weight_grads_inside() const { return grad_x || grad_w_ih || grad_w_hh || grad_bias; }
+  bool gate_math_only() const { return w_hh == nullptr; }
 };
 
 }  // namespace fused_lstm

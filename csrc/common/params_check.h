@@ -37,7 +37,8 @@ inline void check_host_batch_sizes(const LstmSizes& s) {
 inline void check_params(const LstmFwdParams& p) {
   check_sizes(p.sizes);
   const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
-  FUSED_LSTM_CHECK_ARG(p.w_hh != nullptr);
+  FUSED_LSTM_CHECK_ARG(!p.gate_math_only() || (p.sizes.seq_len == 1 && p.sizes.proj_size == 0 && !p.projects_input()),
+                       "w_hh may be null only for one step's gate math (seq_len 1, gates_x, no projection)");
   FUSED_LSTM_CHECK_ARG((p.sizes.proj_size > 0) == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
   FUSED_LSTM_CHECK_ARG(!rows || p.y != nullptr);
   FUSED_LSTM_CHECK_ARG(p.input_size >= 0, "input_size=", p.input_size);
@@ -61,11 +62,14 @@ inline void check_params(const LstmBwdParams& p) {
   check_sizes(p.sizes);
   const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
   const bool proj = p.sizes.proj_size > 0;
-  FUSED_LSTM_CHECK_ARG(p.w_hh != nullptr);
+  FUSED_LSTM_CHECK_ARG(!p.gate_math_only() || (p.sizes.seq_len == 1 && !proj && !p.grad_h0 && !p.weight_grads_inside()),
+                       "w_hh may be null only for one step's gate math (seq_len 1, no projection, grad_h0 or weight "
+                       "gradients)");
   FUSED_LSTM_CHECK_ARG(proj == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
   FUSED_LSTM_CHECK_ARG(!rows || (p.saved_gates && p.saved_c && p.grad_y && p.grad_gates));
   FUSED_LSTM_CHECK_ARG(!rows || !proj || (p.saved_h && p.grad_h_out));
-  FUSED_LSTM_CHECK_ARG(!states || (p.c0 && p.grad_h0 && p.grad_c0));  // grad_h_n, grad_c_n: nullptr = zero
+  // grad_h_n, grad_c_n: nullptr = zero.
+  FUSED_LSTM_CHECK_ARG(!states || (p.c0 && (p.grad_h0 || p.gate_math_only()) && p.grad_c0));
   FUSED_LSTM_CHECK_ARG(p.input_size >= 0, "input_size=", p.input_size);
   FUSED_LSTM_CHECK_ARG(!(p.grad_x || p.grad_w_ih) || p.input_size > 0, "grad_x and grad_w_ih need input_size");
   FUSED_LSTM_CHECK_ARG(!rows || !p.grad_x || p.w_ih, "grad_x needs w_ih");

@@ -48,7 +48,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   for (int64_t q = outs.begin; q < outs.end; ++q) {
     T* panel = hh_panel(q);
     const int64_t count = O - q * W;
-    for (int64_t r = 0; r < 4 * H; ++r) load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
+    for (int64_t r = 0; w_hh && r < 4 * H; ++r) load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
     for (int64_t n = 0; n < N; ++n)
       (grad_h_n ? load_partial(grad_h_n + n * O + q * W, count) : V::zero()).store(dh_state + (q * N + n) * W);
   }
@@ -109,6 +109,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
                                 [&](int64_t n, int64_t b, const V* acc) { gate_backward(n, b, acc[0]); },
                                 plan.prefetch_panels);
     }
+    if (p.gate_math_only()) break;  // one step, the caller's GEMM carries dh
     plan.team->barrier();
     prefetch_shared(grad_gates + row0 * 4 * H, rows * 4 * H);
     product_over_blocks<T, 1>(outs, grad_gates + row0 * 4 * H, 4 * H, rows, 4 * H, partial, hh_panel,
@@ -122,7 +123,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
     row_end = row0;
   }
   weight_grads.finish();
-  for (int64_t q = outs.begin; q < outs.end; ++q)
+  for (int64_t q = outs.begin; p.grad_h0 && q < outs.end; ++q)
     for (int64_t n = 0; n < N; ++n)
       store_partial(static_cast<T*>(p.grad_h0) + n * O + q * W, V::load(dh_state + (q * N + n) * W), O - q * W);
   for (int64_t b = units.begin; b < units.end; ++b)

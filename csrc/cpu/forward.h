@@ -141,7 +141,7 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   auto hh_panel = [&](int64_t b) { return w_hh_panels + b * O * 4 * W; };
   auto ih_panel = [&](int64_t b) { return w_ih_panels + b * I * 4 * W; };
   for (int64_t b = units.begin; b < units.end; ++b) {
-    pack_gate_panel(w_hh, H, O, b, hh_panel(b));
+    if (!p.gate_math_only()) pack_gate_panel(w_hh, H, O, b, hh_panel(b));
     if (p.projects_input()) {
       pack_gate_panel(static_cast<const T*>(p.w_ih), H, I, b, ih_panel(b));
       const T* b_ih = static_cast<const T*>(p.b_ih);
@@ -289,6 +289,10 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     prefetch_shared(h_prev, rows * O);
     if (folds) {
       fold_step(t, h_prev);
+    } else if (p.gate_math_only()) {  // gates_x is the whole pre-activation: add zeros
+      const V zeros[4] = {V::zero(), V::zero(), V::zero(), V::zero()};
+      for (int64_t b = units.begin; b < units.end; ++b)
+        for (int64_t n = 0; n < rows; ++n) finish_units(n, b, zeros);
     } else {
       if (p.projects_input() && t == chunk_end) project_chunk(t, row0);
       product_over_blocks<T, 4>(units, h_prev, O, rows, O, partial, hh_panel, finish_units, plan.prefetch_panels);

@@ -30,6 +30,7 @@ int64_t lstm_backward_workspace_bytes(const LstmBwdParams& p) { return carve_bac
 
 void lstm_forward(const LstmFwdParams& p) {
   FUSED_LSTM_CHECK_ARG(!p.projects_input(), "the CUDA recurrence takes gates_x, not x (input_size must be 0)");
+  FUSED_LSTM_CHECK_ARG(!p.gate_math_only(), "the CUDA recurrence needs w_hh");
   FUSED_LSTM_CHECK_ARG(p.sizes.batch == 0 || (p.h0 && p.c0),
                        "the CUDA recurrence needs h0 and c0 (nullptr as zero is CPU only)");
   dispatch(p, lstm_forward_workspace_bytes(p), launch_lstm_forward<DType::kFloat32>,
@@ -40,6 +41,7 @@ void lstm_backward(const LstmBwdParams& p) {
   FUSED_LSTM_CHECK_ARG(p.sizes.batch == 0 || (p.grad_h_n && p.grad_c_n),
                        "the CUDA recurrence needs grad_h_n and grad_c_n (nullptr as zero is CPU only)");
   FUSED_LSTM_CHECK_ARG(!p.weight_grads_inside(), "the CUDA recurrence leaves dx, dW and db to GEMMs (CPU only)");
+  FUSED_LSTM_CHECK_ARG(!p.gate_math_only(), "the CUDA recurrence needs w_hh");
   dispatch(p, lstm_backward_workspace_bytes(p), launch_lstm_backward<DType::kFloat32>,
            launch_lstm_backward<DType::kFloat16>, launch_lstm_backward<DType::kBFloat16>);
 }
