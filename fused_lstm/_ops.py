@@ -335,10 +335,11 @@ def run_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b
 # Elsewhere the recurrence runs the whole step. It packs both weights into
 # panels every call (its backward both again), which a sequence pays once
 # for T steps but a cell step each time. Measured on the 2-core Sapphire
-# Rapids VM against the recurrence: training N=1 H=512 2.31 -> 1.18 ms, N=64
-# H=256 1.52 -> 1.24 ms, N=16 H=192 0.60 -> 0.53 ms, N=64 H=128 (0.5 MiB)
-# even; inference N=1 H=512 553 -> 259 us, N=4 H=256 117 -> 108 us, but
-# N=16 H=192 91 -> 128 us (the recurrence's product beats the GEMMs there).
+# Rapids VM against the recurrence: training N=1 H=512 2.31 -> 1.18 ms, N=16
+# H=512 3.05 -> 1.94 ms, N=16 H=192 0.60 -> 0.53 ms, N=64 H=256 within the
+# noise, N=64 H=128 (0.5 MiB) even; inference N=1 H=512 553 -> 259 us, N=4
+# H=256 117 -> 108 us, but N=16 H=192 91 -> 128 us (the recurrence's product
+# beats the GEMMs there). bench/compare_cell_paths.py compares the two.
 CELL_GEMM_MIN_WEIGHT_BYTES = 1 << 20
 CELL_GEMM_MAX_INFERENCE_BATCH = 8
 

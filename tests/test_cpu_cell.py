@@ -237,10 +237,8 @@ def force_gemm_steps(monkeypatch):
 
 
 @pytest.fixture
-def by_gemms(monkeypatch):
-    """Forces the GEMM step at any size; returns, per _backend.cell_forward
-    call, whether it ran the gate math alone (its w_ih None)."""
-    force_gemm_steps(monkeypatch)
+def gate_math_launches(monkeypatch):
+    """Per _backend.cell_forward call, whether it ran the gate math alone (its w_ih None)."""
     calls = []
     launch = _backend.cell_forward
 
@@ -250,6 +248,13 @@ def by_gemms(monkeypatch):
 
     monkeypatch.setattr(_backend, "cell_forward", spy)
     return calls
+
+
+@pytest.fixture
+def by_gemms(gate_math_launches, monkeypatch):
+    """The GEMM step forced at any size; gate_math_launches' record."""
+    force_gemm_steps(monkeypatch)
+    return gate_math_launches
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
@@ -320,12 +325,8 @@ def test_gemm_step_gradcheck_and_determinism(by_gemms):
     (1, 512, False, True), (8, 256, False, True), (16, 256, False, False),  # inference: small batches
     (64, 256, True, True), (1, 128, True, False), (64, 128, False, False),  # training: 1 MiB of weights
 ])
-def test_large_weights_take_the_gemm_step(batch, hidden, grad, expected, monkeypatch):
-    calls = []
-    launch = _backend.cell_forward
-    monkeypatch.setattr(_backend, "cell_forward",
-                        lambda *args, training: calls.append(args[3] is None) or launch(*args, training=training))
+def test_large_weights_take_the_gemm_step(batch, hidden, grad, expected, gate_math_launches):
     cell = FusedLSTMCell(hidden, hidden)
     with torch.set_grad_enabled(grad):
         cell(torch.randn(batch, hidden), (torch.randn(batch, hidden), torch.randn(batch, hidden)))
-    assert calls == [expected]
+    assert gate_math_launches == [expected]
