@@ -63,8 +63,8 @@ inline void check_params(const LstmBwdParams& p) {
   const bool rows = p.sizes.total_rows > 0, states = p.sizes.batch > 0;
   const bool proj = p.sizes.proj_size > 0;
   FUSED_LSTM_CHECK_ARG(!p.gate_math_only() || (p.sizes.seq_len == 1 && !proj && !p.grad_h0 && !p.weight_grads_inside()),
-                       "w_hh may be null only for one step's gate math (seq_len 1, no projection, grad_h0 or weight "
-                       "gradients)");
+                       "w_hh may be null only for one step's gate math (seq_len 1, no projection, no grad_h0, no "
+                       "weight gradients)");
   FUSED_LSTM_CHECK_ARG(proj == (p.w_hr != nullptr), "proj_size=", p.sizes.proj_size);
   FUSED_LSTM_CHECK_ARG(!rows || (p.saved_gates && p.saved_c && p.grad_y && p.grad_gates));
   FUSED_LSTM_CHECK_ARG(!rows || !proj || (p.saved_h && p.grad_h_out));
