@@ -325,7 +325,7 @@ def run_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b
     """cell_step on arguments already checked and contiguous."""
     if training:
         return _EagerCellStep.apply(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training=False)[:2]
+    return _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, False, _cell_by_gemms(x, w_hh, training=False))[:2]
 
 
 # Where a cell step's pre-activation comes from the framework's GEMMs (MKL /
@@ -349,10 +349,10 @@ def _cell_by_gemms(x: Tensor, w_hh: Tensor, training: bool) -> bool:
     return weight_bytes >= CELL_GEMM_MIN_WEIGHT_BYTES and (training or x.shape[0] <= CELL_GEMM_MAX_INFERENCE_BATCH)
 
 
-def _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training):
+def _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training, by_gemms):
     """_backend.cell_forward of the step, its pre-activation from GEMMs where
-    _cell_by_gemms says so."""
-    if not _cell_by_gemms(x, w_hh, training):
+    by_gemms (_cell_by_gemms's answer for the call)."""
+    if not by_gemms:
         return _backend.cell_forward(x, h, c, w_ih, b_ih, b_hh, w_hh, training=training)
     gates = torch.mm(x, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())
     gates.addmm_(h, w_hh.t())
@@ -368,8 +368,8 @@ class _EagerCellStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh):
-        h_next, c_next, saved_gates, saved_c = _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, training=True)
         ctx.by_gemms = _cell_by_gemms(x, w_hh, training=True)
+        h_next, c_next, saved_gates, saved_c = _cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, True, ctx.by_gemms)
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
         ctx.save_for_backward(x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c)
@@ -395,7 +395,7 @@ class _EagerCellStep(torch.autograd.Function):
             grad_gates, grad_c0 = _backend.cell_gate_math_backward(c, saved_gates, saved_c, grad_h, grad_c)
             grad_x, grad_w_ih, grad_bias = _projection_grads(grad_gates, x, w_ih, needs[0], needs[3], needs_bias)
             grad_h0 = grad_gates @ w_hh if needs[1] else None
-            grad_w_hh = grad_gates.t() @ h if needs[4] else None
+            grad_w_hh = _grad_w_hh(grad_gates, h_next, h, None) if needs[4] else None  # one step: h_{t-1} is h
         else:
             grad_x, grad_h0, grad_c0, grad_w_ih, grad_bias, grad_w_hh = _backend.cell_backward(
                 x, h, c, w_ih, w_hh, h_next, saved_gates, saved_c, grad_h, grad_c,

@@ -48,7 +48,8 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   for (int64_t q = outs.begin; q < outs.end; ++q) {
     T* panel = hh_panel(q);
     const int64_t count = O - q * W;
-    for (int64_t r = 0; w_hh && r < 4 * H; ++r) load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
+    for (int64_t r = 0; !p.gate_math_only() && r < 4 * H; ++r)
+      load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
     for (int64_t n = 0; n < N; ++n)
       (grad_h_n ? load_partial(grad_h_n + n * O + q * W, count) : V::zero()).store(dh_state + (q * N + n) * W);
   }

@@ -221,7 +221,7 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
   const size_t ih = workspace.reserve<T>(plan.unit_blocks * I * 4 * width);
   const size_t bias = workspace.reserve<T>(p.projects_input() ? plan.unit_blocks * 4 * width : 0);
   const size_t chunk = workspace.reserve<T>(plan.unit_blocks * plan.chunk_rows * 4 * width);
-  const size_t hh = workspace.reserve<T>(plan.unit_blocks * O * 4 * width);
+  const size_t hh = workspace.reserve<T>(p.gate_math_only() ? 0 : plan.unit_blocks * O * 4 * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.out_blocks * H * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
   const size_t h0 = workspace.reserve<T>(N * O), h1 = workspace.reserve<T>(N * O);
@@ -262,7 +262,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
   const size_t bias = workspace.reserve<T>(p.grad_bias ? plan.unit_blocks * 8 * width : 0);
   const size_t row_pointers = workspace.reserve<const T*>(plan.members * 2 * plan.grad_chunk_rows);
-  const size_t hh = workspace.reserve<T>(plan.out_blocks * 4 * H * width);
+  const size_t hh = workspace.reserve<T>(p.gate_math_only() ? 0 : plan.out_blocks * 4 * H * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
   const size_t out = workspace.reserve<T>(plan.out_blocks * N * width);
