@@ -141,6 +141,11 @@ int64_t unit_blocks_per_member(const RecurrencePlan& plan) {
   return (plan.unit_blocks + plan.members - 1) / plan.members;
 }
 
+// The unit blocks a member's share reads: its own, or (batch slices) all.
+int64_t blocks_read_per_member(const RecurrencePlan& plan) {
+  return plan.batch_slices > 1 ? plan.unit_blocks : unit_blocks_per_member(plan);
+}
+
 // Steps per input-projection chunk: enough rows for the panel kernel to run
 // near its peak, few enough that a member's gates_chunk stays in its L2.
 // (32 to 256 rows measured within 1% of each other at N=8/16, H=128.)
@@ -188,7 +193,37 @@ template <class T> int64_t gate_panel_bytes(const RecurrencePlan& plan, int64_t 
 // Whether a member's panels of weights with `depth` columns (W_ih's and
 // W_hh's, added) stay in its L2 from one step to the next.
 template <class T> bool member_panels_in_l2(const RecurrencePlan& plan, int64_t depth) {
-  return gate_panel_bytes<T>(plan, unit_blocks_per_member(plan), depth) <= l2_bytes();
+  return gate_panel_bytes<T>(plan, blocks_read_per_member(plan), depth) <= l2_bytes();
+}
+
+// The backward in batch slices (backward.h slice_share) instead of the
+// unit partition, for a team of two, with at least kMinSliceRows rows a
+// slice, where every panel a slice reads (W_hh's, and W_ih's with the
+// weight gradients inside) fits in half an L2: no step then waits at a
+// barrier, and no grad_gates row
+// crosses to the other core. Measured on the 2-core Sapphire Rapids VM,
+// training steps (T=100) alternating builds: H=128 N=8 -4 to -14%, N=16
+// -6 to -8% (the backward -16%: dh product 0.90 -> 0.66 ms, gate backward
+// 0.48 -> 0.37, barrier waits 0.15 -> 0); H=64 N=8 -12 to -16%, N=4 -5%;
+// but H=128 N=4 +7 to +11% and N=6 +5 to +7% (2 or 3 rows a slice, for
+// which every step streams all the panels from L2); H=256 (2 MiB of panels)
+// within the noise. The forward keeps the unit partition: in slices (each
+// member streaming all of W_hh for half the rows) it measured ~10% slower
+// at N=8 and N=16.
+// Where the sizes allow slices, the weight gradients sum over the batch's
+// halves on any team (weight_grads.h), so the bits do not depend on whether
+// the team has two members; elsewhere (T=50 N=64 H=512: 8 MiB more to zero
+// and add) one chain. The panels counted are W_hh's and, with the weight
+// gradients inside, W_ih's whichever of them are asked for (the same bits
+// for each output alone).
+constexpr int64_t kMinSliceRows = 4;
+template <class T> void plan_batch_slices(const LstmBwdParams& p, RecurrencePlan& plan) {
+  const LstmSizes& s = p.sizes;
+  if (p.gate_math_only() || s.batch < 2 * kMinSliceRows ||
+      gate_panel_bytes<T>(plan, plan.unit_blocks, p.input_size + s.out_size()) > l2_bytes() / 2)
+    return;
+  plan.batch_split = s.batch / 2;
+  if (plan.members == 2) plan.batch_slices = 2;
 }
 
 template <class T>
@@ -197,7 +232,7 @@ void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, R
   const bool weights_cached =
       member_panels_in_l2<T>(plan, depth) || gate_panel_bytes<T>(plan, plan.unit_blocks, depth) <= l3_bytes() / 2;
   plan.fold_projection = isa_folds && s.batch == 1 && weights_cached;
-  const int64_t row_bytes = gate_panel_bytes<T>(plan, unit_blocks_per_member(plan), 1);  // a row of gates_chunk
+  const int64_t row_bytes = gate_panel_bytes<T>(plan, blocks_read_per_member(plan), 1);  // a row of gates_chunk
   const int64_t rows = plan.fold_projection
                            ? kFoldRingRows
                            : std::max<int64_t>(1, std::min(kChunkTargetRows, kChunkBytesPerMember / row_bytes));
@@ -251,17 +286,22 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   const int64_t H = s.hidden, P = s.proj_size, N = s.batch;
   RecurrencePlan plan = sized_plan(s, p.num_threads, width, p.gate_math_only());
   plan.backward = &p;
+  plan_batch_slices<T>(p, plan);
   plan.prefetch_panels = !member_panels_in_l2<T>(plan, (p.grad_x ? p.input_size : 0) + s.out_size());
   if (p.weight_grads_inside()) {
     plan.input_blocks = (p.input_size + width - 1) / width;
     plan.grad_chunk_steps = std::min(s.seq_len, (kWeightGradChunkRows + N - 1) / N);
     plan.grad_chunk_rows = plan.grad_chunk_steps * N;
     plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
-                                    kGradBlockRows * 4 * unit_blocks_per_member(plan) * width});
+                                    kGradBlockRows * 4 * blocks_read_per_member(plan) * width});
   }
+  const int64_t gate_rows = 4 * H;
+  const bool halves = plan.batch_split > 0;
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
-  const size_t bias = workspace.reserve<T>(p.grad_bias ? plan.unit_blocks * 8 * width : 0);
-  const size_t row_pointers = workspace.reserve<const T*>(plan.members * 2 * plan.grad_chunk_rows);
+  const size_t bias = workspace.reserve<T>(p.grad_bias ? 2 * plan.unit_blocks * 8 * width : 0);
+  const size_t sums = workspace.reserve<T>(halves ? gate_rows * ((p.grad_w_ih ? p.input_size : 0) +
+                                                                 (p.grad_w_hh ? s.out_size() : 0)) : 0);
+  const size_t row_pointers = workspace.reserve<const T*>(plan.members * 3 * plan.grad_chunk_rows);
   const size_t hh = workspace.reserve<T>(p.gate_math_only() ? 0 : plan.out_blocks * 4 * H * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
   const size_t cell = workspace.reserve<T>(plan.unit_blocks * N * width);
@@ -277,6 +317,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   plan.partial = base + partial;
   plan.w_ih_panels = base + ih;
   plan.bias_sums = base + bias;
+  plan.half_sums = base + sums;
   plan.row_pointers = base + row_pointers;
   run_job(plan, fn);
 }

@@ -8,10 +8,12 @@
 // their gate math. Projection outputs (and, in backward, the columns of dh) are
 // partitioned the same way in blocks of `width`. Each output element is
 // computed by exactly one member with a fixed reduction order, so the thread
-// count never changes a bit of the result. (Splitting the batch rows instead,
-// each member running every unit for its rows with no barrier per step, gives
-// the same bits but measured 3-8% slower at N=8/16, H=128 on Zen 4: each core
-// then keeps all of W_hh's and W_ih's panels in its L2, not half.)
+// count never changes a bit of the result. The backward may split the batch
+// rows instead (batch_slices): each member runs every unit for its rows with
+// no barrier per step, and the same bits (weight_grads.h sums the weight
+// gradients over fixed halves of the batch either way). The forward does
+// not: there each core would stream all of W_hh's and W_ih's panels, not
+// half (3-8% slower at N=8/16, H=128 on Zen 4, ~10% on Sapphire Rapids).
 #pragma once
 #include <cstdint>
 
@@ -29,6 +31,12 @@ struct RecurrencePlan {
   int64_t width = 1;        // SIMD width in elements of the accumulation type
   int64_t unit_blocks = 0;  // ceil(H / width)
   int64_t out_blocks = 0;   // ceil(H_out / width)
+  // Backward in batch slices (backward.h slice_share) when > 1: each member
+  // runs the rows of a slice of the batch over every block alone, with no
+  // barrier per step (2 slices: rows n < batch_split, and the rest). Else
+  // the unit partition above.
+  int64_t batch_slices = 1;
+  int64_t batch_split = 0;  // also the weight gradients' halves of the batch (weight_grads.h); 0: one chain
   // Workspace (accumulation type, 64-byte aligned), packed per call by its owners:
   void* w_hh_panels = nullptr;  // forward: per unit block [H_out][4 gates][width];
                                 // backward: per out block [4H][width] (W_hh columns)
@@ -45,6 +53,7 @@ struct RecurrencePlan {
                                 // backward with grad_x: per input block [4H][width] (W_ih columns)
   void* bias_panels = nullptr;  // per unit block [4 gates][width]: b_ih + b_hh, or zeros
   void* gates_chunk = nullptr;  // [unit_blocks][chunk_rows][4 gates][width]: x @ W_ih^T + b
+                                // (batch slices: one per member)
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
@@ -55,8 +64,9 @@ struct RecurrencePlan {
   bool prefetch_panels = false;
   // Backward with the weight gradients inside (LstmBwdParams::weight_grads_inside(), weight_grads.h):
   int64_t input_blocks = 0;       // ceil(I / width): grad_x's column blocks
-  void* bias_sums = nullptr;      // [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
-  void* row_pointers = nullptr;   // per member 2 * grad_chunk_rows pointers: a chunk's rows of x and h_{t-1}
+  void* bias_sums = nullptr;      // per batch half [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
+  void* half_sums = nullptr;      // batch_split > 0: the first half's dW_ih [4H][I], then dW_hh [4H][H_out]
+  void* row_pointers = nullptr;   // per member 3 * grad_chunk_rows pointers: a chunk's rows of grad_gates, x, h_{t-1}
   int64_t grad_chunk_steps = 0;   // steps per chunk
   int64_t grad_chunk_rows = 0;    // grad_chunk_steps * batch: most rows a chunk has
 };

@@ -1,23 +1,26 @@
 // The gradients a framework would get from grad_gates with GEMMs after the
 // backward recurrence (LstmBwdParams' weight-gradient fields), computed by the
 // team inside it, a chunk of steps at a time, while the chunk's grad_gates
-// rows are still in cache. For each row k of the chunk (its grad_gates row
-// g_k, its input x_k, its h_{t-1}):
+// rows are still in cache. For each row k of the chunk in a member's share
+// (backward.h; its grad_gates row g_k, its input x_k, its h_{t-1}):
 //   grad_w_ih[r] += g_k[r] * x_k        grad_w_hh[r] += g_k[r] * h_{t-1}
-//     for the member's own gate rows r (those of its unit blocks, whose
+//     for the share's gate rows r (those of its unit blocks, whose
 //     grad_gates it computed itself: no barrier needed);
-//   grad_x[k] = g_k @ W_ih               for its own blocks of I columns (after
-//     the step's barrier: it reads every gate row);
+//   grad_x[k] = g_k @ W_ih               for the share's blocks of I columns
+//     (unit partition: after the step's barrier, as it reads every gate row);
 //   grad_bias[r] += g_k[r]               in the gate backward (add_bias).
 // The framework's three GEMMs after the recurrence took ~1.3 ms each at
 // T=100 N=16 H=128 on Zen 4 (~160 GFLOP/s); here each adds ~0.95 ms to the
 // backward (~220 GFLOP/s, 95% of the FMA peak), and db needs no pass of its own.
 //
-// Determinism: every dW and db element is one chain over the rows in a fixed
-// order (chunks from the last step back, rows in order within a chunk; dW's
-// chain continues through memory from one chunk to the next), run by the one
-// member that owns its row; chunks depend on the sizes only. So the thread
-// count never changes a bit.
+// Determinism: every dW and db element is the sum of two chains, one over
+// the rows of batch rows n < batch_split and one over the others (the
+// batch's halves, fixed by its size: a batch slice runs one alone), each
+// over its rows in a fixed order (chunks from the last step back, rows in
+// order within a chunk; dW's chain continues through memory from one chunk
+// to the next), and each run by the one member that owns its row or its
+// slice; chunks depend on the sizes only. So the thread count never changes
+// a bit.
 #pragma once
 #include <cstring>
 
@@ -85,109 +88,195 @@ inline void weight_grad_rows(int64_t count, int64_t vectors, const T* a, int64_t
   weight_grad_tile_upto<T, R, kGradTileVectors>(vectors, a, lda, b_rows, rows, c0, cols, dw, ldw);
 }
 
+// The batch rows' two halves (RecurrencePlan::batch_split): each dW and db
+// element is one chain over the rows n < batch_split, one over the rest, and
+// their sum; a member may run either half alone (batch slices, backward.h).
+inline int batch_half(const RecurrencePlan& plan, int64_t n) { return n < plan.batch_split ? 0 : 1; }
+
 template <class T> class WeightGradients {
  public:
   using V = Vec<T>;
   static constexpr int64_t W = V::width;
 
-  WeightGradients(const RecurrencePlan& plan, int member, BlockRange units)
-      : p_(*plan.backward),
+  // A member's share: the gate rows of `units` (dW, db), the grad_x columns
+  // of `inputs`, the batch rows `batch` (every step's rows n in it).
+  WeightGradients(const RecurrencePlan& plan, int member, BlockRange units, BlockRange inputs, BlockRange batch)
+      : plan_(plan),
+        p_(*plan.backward),
         units_(units),
-        inputs_(owned_blocks(plan.input_blocks, plan, member)),
+        inputs_(inputs),
+        batch_(batch),
         H_(p_.sizes.hidden),
         O_(p_.sizes.out_size()),
         I_(p_.input_size),
-        w_ih_panels_(static_cast<T*>(plan.w_ih_panels)),
-        bias_sums_(static_cast<T*>(plan.bias_sums)),
-        chunk_rows_(plan.grad_chunk_rows),
-        row_pointers_(static_cast<const T**>(plan.row_pointers) + member * 2 * plan.grad_chunk_rows) {
-    if (!p_.weight_grads_inside()) return;
-    const T* w_ih = static_cast<const T*>(p_.w_ih);
-    for (int64_t q = inputs_.begin; p_.grad_x && q < inputs_.end; ++q)  // W_ih columns: panel q is [4H][W]
-      for (int64_t r = 0; r < 4 * H_; ++r) load_partial(w_ih + r * I_ + q * W, I_ - q * W).store(ih_panel(q) + r * W);
-    for_own_gate_rows([&](int64_t r0, int64_t count) {
-      if (p_.grad_w_ih) std::memset(static_cast<T*>(p_.grad_w_ih) + r0 * I_, 0, count * I_ * sizeof(T));
-      if (p_.grad_w_hh) std::memset(static_cast<T*>(p_.grad_w_hh) + r0 * O_, 0, count * O_ * sizeof(T));
-    });
-    for (int64_t b = units_.begin; p_.grad_bias && b < units_.end; ++b)
-      for (int g = 0; g < 4; ++g) {
-        V::zero().store(bias_sum(b, g));
-        V::zero().store(bias_carry(b, g));
+        row_pointers_(static_cast<const T**>(plan.row_pointers) + member * 3 * plan.grad_chunk_rows) {}
+
+  // Before any share runs, each member for its own blocks (owned_blocks):
+  // the W_ih panels of its input blocks, zero sums for its gate rows.
+  static void prepare(const RecurrencePlan& plan, int member) {
+    const LstmBwdParams& p = *plan.backward;
+    if (!p.weight_grads_inside()) return;
+    const int64_t H = p.sizes.hidden, O = p.sizes.out_size(), I = p.input_size;
+    const BlockRange inputs = owned_blocks(plan.input_blocks, plan, member);
+    const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
+    const T* w_ih = static_cast<const T*>(p.w_ih);
+    for (int64_t q = inputs.begin; p.grad_x && q < inputs.end; ++q)  // W_ih columns: panel q is [4H][W]
+      for (int64_t r = 0; r < 4 * H; ++r)
+        load_partial(w_ih + r * I + q * W, I - q * W).store(ih_panel(plan, q) + r * W);
+    for_gate_rows(units, H, [&](int64_t r0, int64_t count) {
+      for (int half = 0; half < 2; ++half) {
+        if (T* dw = grad_w_ih(plan, half)) std::memset(dw + r0 * I, 0, count * I * sizeof(T));
+        if (T* dw = grad_w_hh(plan, half)) std::memset(dw + r0 * O, 0, count * O * sizeof(T));
       }
+    });
+    for (int64_t b = units.begin; p.grad_bias && b < units.end; ++b)
+      for (int half = 0; half < 2; ++half)
+        for (int g = 0; g < 4; ++g) {
+          V::zero().store(bias_sum(plan, half, b, g));
+          V::zero().store(bias_carry(plan, half, b, g));
+        }
   }
 
-  // Gate backward's d(pre-activation) of unit block b for one row. A
+  // Gate backward's d(pre-activation) of unit block b for batch row n. A
   // compensated (Kahan) sum: a plain float32 running sum erred up to 4e-5
   // against float64 at 360 rows (sums ~60), near the 5e-5 parity bound and
   // growing with the rows; torch's own reductions are pairwise.
-  void add_bias(int64_t b, const LstmGates<V>& d) {
+  void add_bias(int64_t n, int64_t b, const LstmGates<V>& d) {
     if (!p_.grad_bias) return;
+    const int half = batch_half(plan_, n);
     const V* gates[4] = {&d.i, &d.f, &d.g, &d.o};
     for (int g = 0; g < 4; ++g) {
-      const V sum = V::load(bias_sum(b, g)), term = *gates[g] - V::load(bias_carry(b, g)), next = sum + term;
-      ((next - sum) - term).store(bias_carry(b, g));
-      next.store(bias_sum(b, g));
+      T* sum_slot = bias_sum(plan_, half, b, g);
+      T* carry_slot = bias_carry(plan_, half, b, g);
+      const V sum = V::load(sum_slot), term = *gates[g] - V::load(carry_slot), next = sum + term;
+      ((next - sum) - term).store(carry_slot);
+      next.store(sum_slot);
     }
   }
 
-  // Steps [t_first, t_last], rows [row_first, row_end): every member's
-  // grad_gates of them are written (called after the barrier of t_first).
-  void run_chunk(int64_t t_first, int64_t t_last, int64_t row_first, int64_t row_end, T* partial) {
+  // Steps [t_first, t_last], from row row_first: the share's rows of them,
+  // whose grad_gates are all written.
+  void run_chunk(int64_t t_first, int64_t t_last, int64_t row_first, T* partial) {
     if (!p_.weight_grads_inside()) return;
     const LstmSizes& s = p_.sizes;
-    const int64_t rows = row_end - row_first;
-    const T* grad_gates = static_cast<const T*>(p_.grad_gates) + row_first * 4 * H_;
+    const T* grad_gates = static_cast<const T*>(p_.grad_gates);
+    // The share's rows of step t: [row0 + begin, row0 + end).
+    auto for_steps = [&](auto fn) {
+      int64_t row0 = row_first;
+      for (int64_t t = t_first; t <= t_last; ++t) {
+        const int64_t rows = rows_at(s, t);
+        fn(t, row0, batch_.begin, std::min(batch_.end, rows));
+        row0 += rows;
+      }
+    };
     if (p_.grad_x) {
       T* grad_x = static_cast<T*>(p_.grad_x);
-      product_over_blocks<T, 1>(inputs_, grad_gates, 4 * H_, rows, 4 * H_, partial,
-                                [&](int64_t q) { return ih_panel(q); },
-                                [&](int64_t n, int64_t q, const V* acc) {
-                                  store_partial(grad_x + (row_first + n) * I_ + q * W, acc[0], I_ - q * W);
-                                });
-    }
-    Target targets[2];
-    int count = 0;
-    if (p_.grad_w_ih) {
-      const T* x = static_cast<const T*>(p_.x);
-      for (int64_t k = 0; k < rows; ++k) row_pointers_[k] = x + (row_first + k) * I_;
-      targets[count++] = {row_pointers_, I_, static_cast<T*>(p_.grad_w_ih)};
-    }
-    if (p_.grad_w_hh) {  // h_{t-1} of row n at step t: h0[n] at t = 0, else row n of step t - 1 in y
-      const T* y = static_cast<const T*>(p_.y);
-      const T** h_rows = row_pointers_ + chunk_rows_;
-      int64_t row0 = row_first, k = 0;
-      for (int64_t t = t_first; t <= t_last; ++t) {
-        const int64_t step_rows = rows_at(s, t);
-        const T* prev = t == 0 ? static_cast<const T*>(p_.h0) : y + (row0 - rows_at(s, t - 1)) * O_;
-        for (int64_t n = 0; n < step_rows; ++n) h_rows[k++] = prev + n * O_;
-        row0 += step_rows;
+      auto dx = [&](int64_t row, int64_t rows) {
+        product_over_blocks<T, 1>(inputs_, grad_gates + row * 4 * H_, 4 * H_, rows, 4 * H_, partial,
+                                  [&](int64_t q) { return ih_panel(plan_, q); },
+                                  [&](int64_t n, int64_t q, const V* acc) {
+                                    store_partial(grad_x + (row + n) * I_ + q * W, acc[0], I_ - q * W);
+                                  });
+      };
+      if (batch_.begin == 0 && batch_.end >= s.batch) {  // the whole chunk at once
+        int64_t rows = 0;
+        for_steps([&](int64_t, int64_t, int64_t, int64_t end) { rows += end; });
+        dx(row_first, rows);
+      } else {
+        for_steps([&](int64_t, int64_t row0, int64_t begin, int64_t end) {
+          if (begin < end) dx(row0 + begin, end - begin);
+        });
       }
-      targets[count++] = {h_rows, O_, static_cast<T*>(p_.grad_w_hh)};
     }
-    accumulate(grad_gates, rows, targets, count, partial);
+    if (!p_.grad_w_ih && !p_.grad_w_hh) return;
+    // Per half of the batch: pointers to the share's rows of grad_gates, x
+    // and h_{t-1} (h0[n] at t = 0, else row n of step t - 1 in y).
+    const T** g_rows = row_pointers_;
+    const T** x_rows = row_pointers_ + plan_.grad_chunk_rows;
+    const T** h_rows = row_pointers_ + 2 * plan_.grad_chunk_rows;
+    const T* x = static_cast<const T*>(p_.x);
+    const T* y = static_cast<const T*>(p_.y);
+    for (int half = 0; half < 2; ++half) {
+      int64_t k = 0;
+      for_steps([&](int64_t t, int64_t row0, int64_t begin, int64_t end) {
+        const T* prev = t == 0 ? static_cast<const T*>(p_.h0) : y + (row0 - rows_at(s, t - 1)) * O_;
+        for (int64_t n = begin; n < end; ++n) {
+          if (batch_half(plan_, n) != half) continue;
+          g_rows[k] = grad_gates + (row0 + n) * 4 * H_;
+          x_rows[k] = x + (row0 + n) * I_;
+          h_rows[k++] = prev + n * O_;
+        }
+      });
+      if (k == 0) continue;
+      Target targets[2];
+      int count = 0;
+      if (p_.grad_w_ih) targets[count++] = {x_rows, I_, grad_w_ih(plan_, half)};
+      if (p_.grad_w_hh) targets[count++] = {h_rows, O_, grad_w_hh(plan_, half)};
+      accumulate(g_rows, k, targets, count, partial);
+    }
   }
 
-  void finish() {
-    if (!p_.grad_bias) return;
-    for (int64_t b = units_.begin; b < units_.end; ++b)
-      for (int g = 0; g < 4; ++g)
-        store_partial(static_cast<T*>(p_.grad_bias) + g * H_ + b * W, V::load(bias_sum(b, g)), H_ - b * W);
+  // After every share has run its chunks, each member for its own unit
+  // blocks: the halves' sums added, into grad_w_ih, grad_w_hh and grad_bias.
+  static void finish(const RecurrencePlan& plan, int member) {
+    const LstmBwdParams& p = *plan.backward;
+    const int64_t H = p.sizes.hidden, O = p.sizes.out_size(), I = p.input_size;
+    const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
+    if (plan.batch_split > 0)
+      for_gate_rows(units, H, [&](int64_t r0, int64_t count) {
+        auto add_rows = [&](T* sums, const T* first_half, int64_t cols) {
+          if (!sums) return;
+          for (int64_t i = r0 * cols; i < (r0 + count) * cols; i += W) {
+            const int64_t lanes = (r0 + count) * cols - i;
+            store_partial(sums + i, load_partial(sums + i, lanes) + load_partial(first_half + i, lanes), lanes);
+          }
+        };
+        add_rows(grad_w_ih(plan, 1), grad_w_ih(plan, 0), I);
+        add_rows(grad_w_hh(plan, 1), grad_w_hh(plan, 0), O);
+      });
+    for (int64_t b = units.begin; p.grad_bias && b < units.end; ++b)
+      for (int g = 0; g < 4; ++g) {
+        V sum = V::load(bias_sum(plan, 1, b, g)) - V::load(bias_carry(plan, 1, b, g));
+        if (plan.batch_split > 0) sum = V::load(bias_sum(plan, 0, b, g)) - V::load(bias_carry(plan, 0, b, g)) + sum;
+        store_partial(static_cast<T*>(p.grad_bias) + g * H + b * W, sum, H - b * W);
+      }
   }
 
  private:
-  T* ih_panel(int64_t q) const { return w_ih_panels_ + q * 4 * H_ * W; }
-  T* bias_sum(int64_t b, int g) const { return bias_sums_ + (b * 8 + g) * W; }
-  T* bias_carry(int64_t b, int g) const { return bias_sums_ + (b * 8 + 4 + g) * W; }  // Kahan's compensation
+  static T* ih_panel(const RecurrencePlan& plan, int64_t q) {
+    return static_cast<T*>(plan.w_ih_panels) + q * 4 * plan.backward->sizes.hidden * W;
+  }
+  // grad_bias's sums of a half (2 x [unit_blocks][4 gates][width] each: sums, Kahan's compensation).
+  static T* bias_sum(const RecurrencePlan& plan, int half, int64_t b, int g) {
+    return static_cast<T*>(plan.bias_sums) + ((half * plan.unit_blocks + b) * 8 + g) * W;
+  }
+  static T* bias_carry(const RecurrencePlan& plan, int half, int64_t b, int g) {
+    return bias_sum(plan, half, b, g) + 4 * W;
+  }
+  // Where a half's dW sums go: the second half's (all rows, without a split)
+  // into the outputs, the first half's into plan.half_sums (dW_ih, then dW_hh).
+  static T* grad_w_ih(const RecurrencePlan& plan, int half) {
+    const LstmBwdParams& p = *plan.backward;
+    if (!p.grad_w_ih || half == 1) return static_cast<T*>(p.grad_w_ih);
+    return plan.batch_split > 0 ? static_cast<T*>(plan.half_sums) : nullptr;
+  }
+  static T* grad_w_hh(const RecurrencePlan& plan, int half) {
+    const LstmBwdParams& p = *plan.backward;
+    if (!p.grad_w_hh || half == 1) return static_cast<T*>(p.grad_w_hh);
+    return plan.batch_split > 0
+               ? static_cast<T*>(plan.half_sums) + (p.grad_w_ih ? 4 * p.sizes.hidden * p.input_size : 0)
+               : nullptr;
+  }
 
-  // fn(first gate row, count) for each gate of each own unit block.
-  template <class Fn> void for_own_gate_rows(Fn fn) const {
-    for (int64_t b = units_.begin; b < units_.end; ++b) {
-      const int64_t count = H_ - b * W < W ? H_ - b * W : W;
-      for (int g = 0; g < 4; ++g) fn(g * H_ + b * W, count);
+  // fn(first gate row, count) for each gate of each unit block of `units`.
+  template <class Fn> static void for_gate_rows(BlockRange units, int64_t H, Fn fn) {
+    for (int64_t b = units.begin; b < units.end; ++b) {
+      const int64_t count = H - b * W < W ? H - b * W : W;
+      for (int g = 0; g < 4; ++g) fn(g * H + b * W, count);
     }
   }
 
-  // For each target: dw[r] += sum_k grad_gates[k][r] * b_rows[k] for the own
+  // For each target: dw[r] += sum_k g_rows[k][r] * b_rows[k] for the share's
   // gate rows r (cols per row), in blocks of kGradBlockRows rows k
   // (recurrence_plan.h): a block's column tile of b (kGradBlockRows *
   // kGradTileVectors vectors, 16 KiB with AVX-512) stays in L1 while every
@@ -196,26 +285,25 @@ template <class T> class WeightGradients {
   // order (through dw between blocks). Measured on a 2-core Sapphire Rapids
   // VM: training T=50 N=64 H=512 10% faster than each tile streaming the
   // chunk's 512 rows from L2.
-  // The block's own gate columns of grad_gates are first copied into
-  // scratch ([group][k][W], a group one gate of one unit block), once for
-  // both targets, so a tile's broadcasts read consecutive lines: in place,
-  // 4H apart (a power of two), a group's lines fall into a few L1 sets and
+  // The block's gate columns of grad_gates are first copied into scratch
+  // ([group][k][W], a group one gate of one unit block), once for both
+  // targets, so a tile's broadcasts read consecutive lines: in place, 4H
+  // apart (a power of two), a group's lines fall into a few L1 sets and
   // evict each other (the 6 x 4 tile with its operands in L1: 200 -> 220
   // GFLOP/s). One copy for both targets instead of one each: the weight
   // gradients alone (bench/weight_grads_loop.cpp, T=100 N=16 H=128, one
   // thread) ~7% faster.
   struct Target {
-    const T* const* b_rows;  // the chunk's rows of x, or of h_{t-1}
+    const T* const* b_rows;  // the rows of x, or of h_{t-1}
     int64_t cols;
     T* dw;
   };
-  void accumulate(const T* grad_gates, int64_t rows, const Target* targets, int count, T* scratch) const {
+  void accumulate(const T* const* g_rows, int64_t rows, const Target* targets, int count, T* scratch) const {
     for (int64_t k0 = 0; k0 < rows && count > 0; k0 += kGradBlockRows) {
       const int64_t block = rows - k0 < kGradBlockRows ? rows - k0 : kGradBlockRows;
       T* group = scratch;
-      for_own_gate_rows([&](int64_t r0, int64_t gate_rows) {
-        for (int64_t k = 0; k < block; ++k)
-          load_partial(grad_gates + (k0 + k) * 4 * H_ + r0, gate_rows).store(group + k * W);
+      for_gate_rows(units_, H_, [&](int64_t r0, int64_t gate_rows) {
+        for (int64_t k = 0; k < block; ++k) load_partial(g_rows[k0 + k] + r0, gate_rows).store(group + k * W);
         group += kGradBlockRows * W;
       });
       for (const Target* target = targets; target < targets + count; ++target) {
@@ -225,7 +313,7 @@ template <class T> class WeightGradients {
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t left = tiles - i, size = (vectors - v0 + left - 1) / left;
           const T* packed = scratch;
-          for_own_gate_rows([&](int64_t r0, int64_t gate_rows) {
+          for_gate_rows(units_, H_, [&](int64_t r0, int64_t gate_rows) {
             for (int64_t r = 0; r < gate_rows; r += kGradTileRows) {
               const int64_t tile = gate_rows - r < kGradTileRows ? gate_rows - r : kGradTileRows;
               weight_grad_rows<T, kGradTileRows>(tile, size, packed + r, W, target->b_rows + k0, block, v0 * W, cols,
@@ -239,13 +327,11 @@ template <class T> class WeightGradients {
     }
   }
 
+  const RecurrencePlan& plan_;
   const LstmBwdParams& p_;
-  const BlockRange units_, inputs_;
+  const BlockRange units_, inputs_, batch_;
   const int64_t H_, O_, I_;
-  T* const w_ih_panels_;
-  T* const bias_sums_;
-  const int64_t chunk_rows_;       // most rows a chunk has
-  const T** const row_pointers_;  // the chunk's rows of x, then (from chunk_rows_) of h_{t-1}
+  const T** const row_pointers_;  // the chunk's rows of grad_gates, x and h_{t-1}, grad_chunk_rows apart
 };
 
 }  // namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA
