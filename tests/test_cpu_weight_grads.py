@@ -64,10 +64,10 @@ def expected_grads(pr, grads):
 
 SHAPES = [  # T, N, I, H, P: odd sizes; one and several tile columns (I = 100: 7 float vectors);
     # chunks of 64 steps at N = 1, of 10 steps at N = 7, one step at N = 70; a projection; big weights.
-    # N >= 8 with small weights: the backward runs in batch slices on two threads (recurrence_plan.h),
-    # with the batch's halves ending at different steps when packed (N = 10, T = 12)
+    # N >= 8, T >= 32 with small weights: the backward runs in batch slices on two threads
+    # (lstm_recurrence.cpp plan_batch_slices), the batch's halves ending at different steps when packed
     (1, 1, 1, 1, 0), (5, 3, 7, 9, 0), (6, 5, 20, 33, 7), (7, 4, 100, 20, 0), (150, 1, 24, 40, 0),
-    (30, 7, 50, 35, 0), (3, 70, 10, 35, 0), (40, 9, 33, 96, 40), (12, 10, 16, 24, 0),
+    (30, 7, 50, 35, 0), (3, 70, 10, 35, 0), (40, 9, 33, 96, 40), (40, 10, 16, 24, 0),
     (3, 9, 900, 300, 0),  # a member's panels (3 MB and more) past its L2: prefetch_panels (recurrence_plan.h)
 ]
 

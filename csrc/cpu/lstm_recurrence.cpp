@@ -198,16 +198,19 @@ template <class T> bool member_panels_in_l2(const RecurrencePlan& plan, int64_t 
 
 // The backward in batch slices (backward.h slice_share) instead of the
 // unit partition, for a team of two, with at least kMinSliceRows rows a
-// slice, where every panel a slice reads (W_hh's, and W_ih's with the
-// weight gradients inside) fits in half an L2: no step then waits at a
-// barrier, and no grad_gates row
-// crosses to the other core. Measured on the 2-core Sapphire Rapids VM,
-// training steps (T=100) alternating builds: H=128 N=8 -4 to -14%, N=16
-// -6 to -8% (the backward -16%: dh product 0.90 -> 0.66 ms, gate backward
-// 0.48 -> 0.37, barrier waits 0.15 -> 0); H=64 N=8 -12 to -16%, N=4 -5%;
-// but H=128 N=4 +7 to +11% and N=6 +5 to +7% (2 or 3 rows a slice, for
-// which every step streams all the panels from L2); H=256 (2 MiB of panels)
-// within the noise. The forward keeps the unit partition: in slices (each
+// slice and kMinSliceSteps steps, where every panel a slice reads (W_hh's,
+// and W_ih's with the weight gradients inside) fits in half an L2: no step
+// then waits at a barrier, and no grad_gates row crosses to the other core.
+// Measured on the 2-core Sapphire Rapids VM, training steps alternating
+// builds, T=100: H=128 N=8 -4 to -14%, N=16 -6 to -8% (the backward -16%:
+// dh product 0.90 -> 0.66 ms, gate backward 0.48 -> 0.37, barrier waits
+// 0.15 -> 0); H=64 N=8 -12 to -16%, N=4 -5%; but H=128 N=4 +7 to +11% and
+// N=6 +5 to +7% (2 or 3 rows a slice, for which every step streams all the
+// panels from L2); H=256 (2 MiB of panels) within the noise. Each call also
+// pays a fixed ~60-70 us at H=128 (the weight gradients' second half zeroed
+// and added in, each member reading the panels the other packed): N=16
+// T=8 +5 to +15%, T=16 about even, T=32 -2 to -9%, FusedLSTMCell's step at
+// N=8 290 -> 360 us. The forward keeps the unit partition: in slices (each
 // member streaming all of W_hh for half the rows) it measured ~10% slower
 // at N=8 and N=16.
 // Where the sizes allow slices, the weight gradients sum over the batch's
@@ -217,9 +220,10 @@ template <class T> bool member_panels_in_l2(const RecurrencePlan& plan, int64_t 
 // gradients inside, W_ih's whichever of them are asked for (the same bits
 // for each output alone).
 constexpr int64_t kMinSliceRows = 4;
+constexpr int64_t kMinSliceSteps = 32;
 template <class T> void plan_batch_slices(const LstmBwdParams& p, RecurrencePlan& plan) {
   const LstmSizes& s = p.sizes;
-  if (p.gate_math_only() || s.batch < 2 * kMinSliceRows ||
+  if (p.gate_math_only() || s.batch < 2 * kMinSliceRows || s.seq_len < kMinSliceSteps ||
       gate_panel_bytes<T>(plan, plan.unit_blocks, p.input_size + s.out_size()) > l2_bytes() / 2)
     return;
   plan.batch_split = s.batch / 2;

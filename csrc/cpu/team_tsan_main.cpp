@@ -1,8 +1,8 @@
 // ThreadSanitizer over the CPU recurrence's thread team (tests/test_cpu_team_tsan.py):
 // a training forward, then the backward with every weight gradient inside,
 // on one member and on two, dense and packed. Two members run the backward
-// in batch slices at N = 10 (recurrence_plan.h), in the unit partition at
-// N = 3. No race may be reported, and two members must give the bits of one.
+// in batch slices at N = 10, T = 33 (lstm_recurrence.cpp plan_batch_slices),
+// in the unit partition at N = 3. No race may be reported, and two members must give the bits of one.
 // Built with g++ -fsanitize=thread from the portable kernels only.
 #include <cstdio>
 #include <cstring>
@@ -84,10 +84,12 @@ int main() {
     int64_t T, N, I, H;
     std::vector<int64_t> batch_sizes;
   };
+  std::vector<int64_t> ragged(33);  // 10 sequences of 33 down to 3 steps
+  for (int64_t t = 0; t < 33; ++t) ragged[t] = t < 3 ? 10 : 10 - (t - 3) / 3;
   const Case cases[] = {
-      {"batch slices, dense", 5, 10, 6, 12, {}},
-      {"batch slices, packed", 6, 10, 6, 12, {10, 9, 7, 5, 4, 1}},
-      {"unit partition", 5, 3, 6, 12, {}},
+      {"batch slices, dense", 33, 10, 6, 12, {}},
+      {"batch slices, packed", 33, 10, 6, 12, ragged},
+      {"unit partition", 33, 3, 6, 12, {}},
   };
   for (const Case& c : cases) {
     const bool same = run(c.T, c.N, c.I, c.H, c.batch_sizes, 2) == run(c.T, c.N, c.I, c.H, c.batch_sizes, 1);
