@@ -63,20 +63,23 @@ int main(int argc, char** argv) {
   plan.input_blocks = (I + W - 1) / W;
   plan.grad_chunk_steps = std::min(T, (kWeightGradChunkRows + N - 1) / N);
   plan.grad_chunk_rows = plan.grad_chunk_steps * N;
-  std::vector<const float*> row_pointers(members * 2 * plan.grad_chunk_rows);
+  std::vector<const float*> row_pointers(members * 3 * plan.grad_chunk_rows);
   plan.row_pointers = row_pointers.data();
   const int64_t blocks_per_member = (plan.unit_blocks + members - 1) / members;
   const int64_t scratch_values = kGradBlockRows * 4 * blocks_per_member * W;
   float* scratch = buffer(members * scratch_values, false);
 
+  // The unit partition, one chain per element (batch_split 0): each member
+  // its own gate rows over every row.
   auto member = [&](int m) {
-    avx512::WeightGradients<float> grads(plan, m, avx512::owned_blocks(plan.unit_blocks, plan, m));
-    int64_t row_end = rows;
+    avx512::WeightGradients<float>::prepare(plan, m);
+    avx512::WeightGradients<float> grads(plan, m, avx512::owned_blocks(plan.unit_blocks, plan, m),
+                                         avx512::owned_blocks(plan.input_blocks, plan, m), {0, N});
     for (int64_t t_last = T - 1; t_last >= 0; t_last -= plan.grad_chunk_steps) {
       const int64_t t_first = std::max<int64_t>(0, t_last - plan.grad_chunk_steps + 1);
-      grads.run_chunk(t_first, t_last, t_first * N, row_end, scratch + m * scratch_values);
-      row_end = t_first * N;
+      grads.run_chunk(t_first, t_last, t_first * N, scratch + m * scratch_values);
     }
+    avx512::WeightGradients<float>::finish(plan, m);
   };
   std::vector<double> times;
   for (int rep = 0; rep < 200; ++rep) {
