@@ -4,9 +4,9 @@ AVX-512), so it cannot silently fall behind weight_grads.h."""
 import subprocess
 from pathlib import Path
 
-from _gxx import CSRC, GXX, ROOT
-
 import pytest
+
+from _gxx import CSRC, GXX, ROOT
 
 
 def test_weight_grads_loop_builds_and_runs(tmp_path):
