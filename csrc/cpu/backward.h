@@ -40,6 +40,16 @@ inline MemberShare slice_share(const RecurrencePlan& plan, int slice) {
           slice == 0 ? BlockRange{0, split} : BlockRange{split, batch}, false};
 }
 
+// The backward's weight panels (packed in backward_member, read in
+// backward_share): W_hh's columns of out block q ([4H][W], zero past H_out),
+// W_hr's columns of unit block b ([P][W], zero past H).
+template <class T> T* hh_column_panel(const RecurrencePlan& plan, int64_t q) {
+  return static_cast<T*>(plan.w_hh_panels) + q * 4 * plan.backward->sizes.hidden * Vec<T>::width;
+}
+template <class T> T* hr_column_panel(const RecurrencePlan& plan, int64_t b) {
+  return static_cast<T*>(plan.w_hr_panels) + b * plan.backward->sizes.proj_size * Vec<T>::width;
+}
+
 // The backward recurrence over a member's share: barriers only when shared.
 template <class T> void backward_share(const RecurrencePlan& plan, int member, const MemberShare& share) {
   using V = Vec<T>;
@@ -60,8 +70,8 @@ template <class T> void backward_share(const RecurrencePlan& plan, int member, c
   T* partial = static_cast<T*>(plan.partial) + member * plan.partial_values;
   const int64_t exchange_stride = plan.out_blocks * W;
   WeightGradients<T> weight_grads(plan, member, units, share.inputs, share.batch);
-  auto hh_panel = [&](int64_t q) { return static_cast<T*>(plan.w_hh_panels) + q * 4 * H * W; };
-  auto hr_panel = [&](int64_t b) { return static_cast<T*>(plan.w_hr_panels) + b * P * W; };
+  auto hh_panel = [&](int64_t q) { return hh_column_panel<T>(plan, q); };
+  auto hr_panel = [&](int64_t b) { return hr_column_panel<T>(plan, b); };
   auto barrier = [&] {
     if (share.shared) plan.team->barrier();
   };
@@ -156,11 +166,10 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   T* dc_state = static_cast<T*>(plan.cell_state);
   T* dh_state = static_cast<T*>(plan.out_state);
 
-  // The member's own blocks, whatever its share: W_hh columns of its out
-  // blocks (panel q is [4H][W], zero past O) and their dh carried; W_hr
-  // columns of its unit blocks (panel b is [P][W], zero past H) and their dc.
+  // The member's own blocks, whatever its share: W_hh's columns of its out
+  // blocks and their dh carried; W_hr's columns of its unit blocks and their dc.
   for (int64_t q = outs.begin; q < outs.end; ++q) {
-    T* panel = static_cast<T*>(plan.w_hh_panels) + q * 4 * H * W;
+    T* panel = hh_column_panel<T>(plan, q);
     const int64_t count = O - q * W;
     for (int64_t r = 0; !p.gate_math_only() && r < 4 * H; ++r)
       load_partial(w_hh + r * O + q * W, count).store(panel + r * W);
@@ -169,7 +178,7 @@ template <class T> void backward_member(const RecurrencePlan& plan, int member) 
   }
   for (int64_t b = units.begin; b < units.end; ++b) {
     const int64_t count = H - b * W;
-    T* panel = static_cast<T*>(plan.w_hr_panels) + b * P * W;
+    T* panel = hr_column_panel<T>(plan, b);
     for (int64_t q = 0; q < P; ++q) load_partial(w_hr + q * H + b * W, count).store(panel + q * W);
     for (int64_t n = 0; n < N; ++n)
       (grad_c_n ? load_partial(grad_c_n + n * H + b * W, count) : V::zero()).store(dc_state + (b * N + n) * W);

@@ -299,12 +299,11 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
     plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
                                     kGradBlockRows * 4 * blocks_read_per_member(plan) * width});
   }
-  const int64_t gate_rows = 4 * H;
   const bool halves = plan.batch_split > 0;
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
   const size_t bias = workspace.reserve<T>(p.grad_bias ? 2 * plan.unit_blocks * 8 * width : 0);
-  const size_t sums = workspace.reserve<T>(halves ? gate_rows * ((p.grad_w_ih ? p.input_size : 0) +
-                                                                 (p.grad_w_hh ? s.out_size() : 0)) : 0);
+  const size_t half_ih = workspace.reserve<T>(halves && p.grad_w_ih ? 4 * H * p.input_size : 0);
+  const size_t half_hh = workspace.reserve<T>(halves && p.grad_w_hh ? 4 * H * s.out_size() : 0);
   const size_t row_pointers = workspace.reserve<const T*>(plan.members * 3 * plan.grad_chunk_rows);
   const size_t hh = workspace.reserve<T>(p.gate_math_only() ? 0 : plan.out_blocks * 4 * H * width);
   const size_t hr = workspace.reserve<T>(P > 0 ? plan.unit_blocks * P * width : 0);
@@ -321,7 +320,8 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
   plan.partial = base + partial;
   plan.w_ih_panels = base + ih;
   plan.bias_sums = base + bias;
-  plan.half_sums = base + sums;
+  if (halves && p.grad_w_ih) plan.first_half_w_ih = base + half_ih;
+  if (halves && p.grad_w_hh) plan.first_half_w_hh = base + half_hh;
   plan.row_pointers = base + row_pointers;
   run_job(plan, fn);
 }

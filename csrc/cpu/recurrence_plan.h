@@ -65,7 +65,9 @@ struct RecurrencePlan {
   // Backward with the weight gradients inside (LstmBwdParams::weight_grads_inside(), weight_grads.h):
   int64_t input_blocks = 0;       // ceil(I / width): grad_x's column blocks
   void* bias_sums = nullptr;      // per batch half [unit_blocks][2][4 gates][width]: grad_bias so far, its compensation
-  void* half_sums = nullptr;      // batch_split > 0: the first half's dW_ih [4H][I], then dW_hh [4H][H_out]
+  // batch_split > 0: the first half's dW_ih [4H][I] and dW_hh [4H][H_out] sums (each nullptr if not asked for)
+  void* first_half_w_ih = nullptr;
+  void* first_half_w_hh = nullptr;
   void* row_pointers = nullptr;   // per member 3 * grad_chunk_rows pointers: a chunk's rows of grad_gates, x, h_{t-1}
   int64_t grad_chunk_steps = 0;   // steps per chunk
   int64_t grad_chunk_rows = 0;    // grad_chunk_steps * batch: most rows a chunk has

@@ -254,18 +254,12 @@ template <class T> class WeightGradients {
     return bias_sum(plan, half, b, g) + 4 * W;
   }
   // Where a half's dW sums go: the second half's (all rows, without a split)
-  // into the outputs, the first half's into plan.half_sums (dW_ih, then dW_hh).
+  // into the outputs, the first half's into the plan's first_half_ sums.
   static T* grad_w_ih(const RecurrencePlan& plan, int half) {
-    const LstmBwdParams& p = *plan.backward;
-    if (!p.grad_w_ih || half == 1) return static_cast<T*>(p.grad_w_ih);
-    return plan.batch_split > 0 ? static_cast<T*>(plan.half_sums) : nullptr;
+    return static_cast<T*>(half == 1 ? plan.backward->grad_w_ih : plan.first_half_w_ih);
   }
   static T* grad_w_hh(const RecurrencePlan& plan, int half) {
-    const LstmBwdParams& p = *plan.backward;
-    if (!p.grad_w_hh || half == 1) return static_cast<T*>(p.grad_w_hh);
-    return plan.batch_split > 0
-               ? static_cast<T*>(plan.half_sums) + (p.grad_w_ih ? 4 * p.sizes.hidden * p.input_size : 0)
-               : nullptr;
+    return static_cast<T*>(half == 1 ? plan.backward->grad_w_hh : plan.first_half_w_hh);
   }
 
   // fn(first gate row, count) for each gate of each unit block of `units`.
