@@ -1,6 +1,7 @@
 """The CPU recurrence with the input projection inside (params.h's input_size:
 x @ W_ih^T + b_ih + b_hh computed by each team member for its own units, a
-chunk of steps ahead, or at N = 1 folded into the steps) against the
+chunk of steps ahead (on AMX tiles on the avx512_amx kernels), or at N = 1
+folded into the steps) against the
 reference fed with that projection:
 float64 to 1e-10, float32 to 5e-5, dense and packed, with and without bias
 and projection, sequences long enough to cross chunks; bit-identical across
@@ -45,6 +46,7 @@ SHAPES = [  # T, N, I, H, P: odd sizes, one and many blocks, chunks of several s
     (4, 8, 2100, 20, 0),  # x @ W_ih^T cut into depth chunks (panel_product.h)
     (21, 1, 200, 70, 0), (40, 1, 16, 130, 24),  # one sequence: the projection folded into the steps
     (3, 9, 900, 300, 0),  # a member's panels (3 MB and more) past its L2: prefetch_panels (recurrence_plan.h)
+    (33, 5, 700, 40, 0),  # on AMX tiles (from 32 steps): 22 depth tiles, an odd count of row tiles, the last partial
 ]
 
 
@@ -98,6 +100,32 @@ def test_single_sequence_is_bit_identical_to_its_batched_run(shape, dtype, isa):
             assert torch.equal(alone["y"], batched["y"].reshape(T, 2, -1)[:, 0]), f"y ({threads} threads)"
             assert torch.equal(alone["h_n"], batched["h_n"][:1]), f"h_n ({threads} threads)"
             assert torch.equal(alone["c_n"], batched["c_n"][:1]), f"c_n ({threads} threads)"
+
+
+@pytest.mark.skipif("avx512_amx" not in ISAS, reason="needs AMX tiles (avx512_amx)")
+@pytest.mark.parametrize("where", ["x", "w_ih"])
+@pytest.mark.parametrize("sign", [1, -1], ids=["inf", "-inf"])
+def test_amx_projection_takes_an_inf_as_the_fma_chains_do(where, sign):
+    # On the tiles an inf times a zero bf16 part of the other operand is a NaN
+    # where the float product is an inf (amx_projection.h), so rows of x and
+    # unit blocks of W_ih holding one are projected on the FMA chains: the
+    # gates saturate and the outputs stay finite, as on avx512 and in nn.LSTM.
+    T, N, I, H = 40, 6, 70, 40
+    pr = make_projected_problem(T, N, I, H, 0, torch.float32, packed=False, bias=True, seed=5)
+    # Values with one bf16 part, the others zero: the products that would meet the inf.
+    pr["x"] = pr["x"].to(torch.bfloat16).float()
+    pr["w_ih"] = pr["w_ih"].to(torch.bfloat16).float()
+    if where == "x":
+        pr["x"][3, 2, 5] = sign * float("inf")
+    else:
+        pr["w_ih"][H + 7, 5] = sign * float("inf")
+    with cpu_isa("avx512"):
+        fma = run_projected(pr)
+    with cpu_isa("avx512_amx"):
+        amx = run_projected(pr)
+    for name in ("y", "h_n", "c_n"):
+        assert torch.isfinite(fma[name]).all(), name
+        assert_close(amx[name], fma[name], TOLERANCE[torch.float32], name)
 
 
 def bit_identity_cases(test):

@@ -16,7 +16,7 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
 
 def supported_isas():
     isas = []
-    for name in ("avx512", "avx2", "portable"):
+    for name in ("avx512_amx", "avx512", "avx2", "portable"):
         try:
             _C.set_cpu_isa(name)
             isas.append(name)

@@ -11,6 +11,11 @@
 //   projection:    h_t -> exchange; barrier; own outputs q of h_t @ W_hr^T
 //                  -> y, h-buffer;                        second barrier
 #pragma once
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "amx_projection.h"
 #include "panel_product.h"
 #include "../common/lstm_math.h"
 #include "recurrence_plan.h"
@@ -140,10 +145,17 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
   // input, its W_ih rows ([I][4][W]) and b_ih + b_hh ([4][W]); zero past H.
   auto hh_panel = [&](int64_t b) { return w_hh_panels + b * O * 4 * W; };
   auto ih_panel = [&](int64_t b) { return w_ih_panels + b * I * 4 * W; };
+#if FUSED_LSTM_CPU_AMX
+  auto amx_panel = [&](int64_t b) { return static_cast<uint16_t*>(plan.amx_ih_panels) + b * amx_gate_panel_values(I); };
+#endif
   for (int64_t b = units.begin; b < units.end; ++b) {
     if (!p.gate_math_only()) pack_gate_panel(w_hh, H, O, b, hh_panel(b));
     if (p.projects_input()) {
       pack_gate_panel(static_cast<const T*>(p.w_ih), H, I, b, ih_panel(b));
+#if FUSED_LSTM_CPU_AMX
+      if constexpr (std::is_same_v<T, float>)
+        if (plan.amx_ih_panels) plan.amx_finite_blocks[b] = pack_amx_gate_panel(ih_panel(b), I, amx_panel(b));
+#endif
       const T* b_ih = static_cast<const T*>(p.b_ih);
       const T* b_hh = static_cast<const T*>(p.b_hh);
       const int64_t lanes = H - b * W;
@@ -185,11 +197,33 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
     for (int g = first; g < first + count; ++g)
       (acc[g - first] + V::load(bias_panels + (b * 4 + g) * W)).store(out + g * W);
   };
-  // Rows [row0, row0 + rows) of x @ W_ih^T + b, own units.
-  auto project_rows = [&](int64_t row0, int64_t rows) {
+  // Rows [row0, row0 + rows) of x @ W_ih^T + b, unit blocks `blocks`.
+  auto project_on_fma = [&](BlockRange blocks, int64_t row0, int64_t rows) {
     product_over_blocks<T, 4>(
-        units, x + row0 * I, I, rows, I, partial, ih_panel,
+        blocks, x + row0 * I, I, rows, I, partial, ih_panel,
         [&](int64_t n, int64_t b, const V* acc) { store_projection(row0 + n, b, 0, 4, acc); }, plan.prefetch_panels);
+  };
+  // Own units. On AMX tiles, but a block with an inf or NaN weight, and a
+  // row with an inf or NaN input, on the FMA chains (pack_amx_gate_panel).
+  auto project_rows = [&](int64_t row0, int64_t rows) {
+#if FUSED_LSTM_CPU_AMX
+    if constexpr (std::is_same_v<T, float>)
+      if (plan.amx_ih_panels) {
+        uint16_t* a_tiles = static_cast<uint16_t*>(plan.amx_rows) + member * plan.amx_rows_values;
+        const bool rows_finite = split_amx_rows(x + row0 * I, I, rows, I, a_tiles);
+        auto on_tiles = [&](int64_t b) { return plan.amx_finite_blocks[b] != 0; };
+        amx_project(
+            a_tiles, rows, I, units.begin, units.end, on_tiles, [&](int64_t b) { return chunk_slot(row0, b); },
+            amx_panel, [&](int64_t b) { return bias_panels + b * 4 * W; }, partial);
+        for (int64_t b = units.begin; b < units.end; ++b)
+          if (!on_tiles(b)) project_on_fma({b, b + 1}, row0, rows);
+        for (int64_t r = 0; !rows_finite && r < rows; ++r)
+          if (!std::all_of(x + (row0 + r) * I, x + (row0 + r + 1) * I, [](T v) { return std::isfinite(v); }))
+            project_on_fma(units, row0 + r, 1);
+        return;
+      }
+#endif
+    project_on_fma(units, row0, rows);
   };
   // The rows of steps [t, t + chunk_steps).
   auto project_chunk = [&](int64_t t, int64_t row0) {

@@ -14,7 +14,8 @@ const IsaKernels& avx2_kernels() {
                                   &avx2::forward_member<double>,
                                   &avx2::backward_member<float>,
                                   &avx2::backward_member<double>,
-                                  avx2::kFoldsProjection};
+                                  avx2::kFoldsProjection,
+                                  false};
   return kernels;
 }
 

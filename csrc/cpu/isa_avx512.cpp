@@ -6,15 +6,28 @@
 
 namespace fused_lstm::cpu {
 
+namespace {
+IsaKernels avx512_kernels_with(const char* name, bool amx_projection) {
+  return {name,
+          avx512::Vec<float>::width,
+          avx512::Vec<double>::width,
+          &avx512::forward_member<float>,
+          &avx512::forward_member<double>,
+          &avx512::backward_member<float>,
+          &avx512::backward_member<double>,
+          avx512::kFoldsProjection,
+          amx_projection};
+}
+}  // namespace
+
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels kernels{"avx512",
-                                  avx512::Vec<float>::width,
-                                  avx512::Vec<double>::width,
-                                  &avx512::forward_member<float>,
-                                  &avx512::forward_member<double>,
-                                  &avx512::backward_member<float>,
-                                  &avx512::backward_member<double>,
-                                  avx512::kFoldsProjection};
+  static const IsaKernels kernels = avx512_kernels_with("avx512", false);
+  return kernels;
+}
+
+// The same kernels, the float forward's input projection on AMX tiles.
+const IsaKernels& avx512_amx_kernels() {
+  static const IsaKernels kernels = avx512_kernels_with("avx512_amx", true);
   return kernels;
 }
 

@@ -14,7 +14,8 @@ const IsaKernels& portable_kernels() {
                                   &portable::forward_member<double>,
                                   &portable::backward_member<float>,
                                   &portable::backward_member<double>,
-                                  portable::kFoldsProjection};
+                                  portable::kFoldsProjection,
+                                  false};
   return kernels;
 }
 

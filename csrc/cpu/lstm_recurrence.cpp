@@ -13,8 +13,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 #include <utility>
+#if FUSED_LSTM_CPU_X86
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+#endif
 
 #include "../common/check.h"
 #include "../common/params_check.h"
@@ -33,11 +40,38 @@ int64_t min_step_work_per_member = 8 * 1024;
 std::mutex dispatch_mutex;  // guards the workspace and the ISA override
 std::string isa_override = "auto";
 
+#if FUSED_LSTM_CPU_X86
+// Whether this process may run AMX-BF16 tiles: the CPU has them (and
+// AVX512-BW, which the operand splitting uses), the OS saves their state
+// (XCR0 bits 17, 18), and Linux grants this process the tile data
+// (arch_prctl, once per process; torch's oneDNN asks for the same).
+bool amx_usable() {
+  static const bool usable = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool avx512bw = ebx & (1u << 30), amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+    const bool osxsave = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 27));
+    if (!(avx512bw && amx_bf16 && amx_tile && osxsave)) return false;
+    unsigned xcr0_low, xcr0_high;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+    if ((xcr0_low & (3u << 17)) != (3u << 17)) return false;
+#if defined(__linux__)
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return usable;
+}
+#endif
+
 const IsaKernels* kernels_named(const std::string& name) {
 #if FUSED_LSTM_CPU_X86
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f");
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if ((name == "auto" || name == "avx512_amx") && avx512 && amx_usable()) return &avx512_amx_kernels();
   if ((name == "auto" || name == "avx512") && avx512) return &avx512_kernels();
   if ((name == "auto" || name == "avx2") && avx2) return &avx2_kernels();
 #endif
@@ -230,12 +264,21 @@ template <class T> void plan_batch_slices(const LstmBwdParams& p, RecurrencePlan
   if (plan.members == 2) plan.batch_slices = 2;
 }
 
+// The float projection runs on AMX tiles (where the ISA has them) from this
+// many steps, at every batch size (no fold at N = 1 then) and thread count:
+// its bits differ from the FMA chains', and a sequence alone gives the bits
+// it gives in a batch. Each call packs W_ih for the tiles, and each chunk
+// pays for the tile state: at N=8 H=128 T=4 to 16 that made the call 5-10%
+// slower, T=32 even, T=100 5% faster (and 15% at N=64 H=512 T=50); a cell's
+// single step stays on the FMA chains (FusedLSTMCell N=16 H=512: 25% slower).
+constexpr int64_t kAmxMinSteps = 32;
+
 template <class T>
-void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, RecurrencePlan& plan) {
+void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, bool amx, RecurrencePlan& plan) {
   const int64_t depth = input_size + s.out_size();  // W_ih + W_hh
   const bool weights_cached =
       member_panels_in_l2<T>(plan, depth) || gate_panel_bytes<T>(plan, plan.unit_blocks, depth) <= l3_bytes() / 2;
-  plan.fold_projection = isa_folds && s.batch == 1 && weights_cached;
+  plan.fold_projection = isa_folds && !amx && s.batch == 1 && weights_cached;
   const int64_t row_bytes = gate_panel_bytes<T>(plan, blocks_read_per_member(plan), 1);  // a row of gates_chunk
   const int64_t rows = plan.fold_projection
                            ? kFoldRingRows
@@ -246,12 +289,13 @@ void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, R
 }
 
 template <class T>
-void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_folds) {
+void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_folds, bool isa_amx) {
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, O = s.out_size(), N = s.batch, I = p.input_size;
   RecurrencePlan plan = sized_plan(s, p.num_threads, width, p.gate_math_only());
   plan.forward = &p;
-  if (p.projects_input()) plan_input_chunks<T>(s, I, isa_folds, plan);
+  const bool amx = isa_amx && p.projects_input() && std::is_same_v<T, float> && s.seq_len >= kAmxMinSteps;
+  if (p.projects_input()) plan_input_chunks<T>(s, I, isa_folds, amx, plan);
   // Measured on the Sapphire Rapids VM (2 MiB L2 a core), alternating builds:
   // inference T=50 N=64 H=512 (4 MiB of panels a member) 46.9 -> 42.6 ms,
   // T=100 N=16 H=512 -8%, training T=50 N=64 -2 to -4%; with the weights in L2
@@ -266,7 +310,16 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
   const size_t h0 = workspace.reserve<T>(N * O), h1 = workspace.reserve<T>(N * O);
   const size_t exchange = workspace.reserve<T>(P > 0 ? N * plan.unit_blocks * width : 0);
   const size_t partial = workspace.reserve<T>(plan.members * plan.partial_values);
+  plan.amx_rows_values = amx ? amx_rows_values(plan.chunk_rows, I) : 0;
+  const size_t amx_ih = workspace.reserve<uint16_t>(amx ? plan.unit_blocks * amx_gate_panel_values(I) : 0);
+  const size_t amx_rows = workspace.reserve<uint16_t>(plan.members * plan.amx_rows_values);
+  const size_t amx_finite = workspace.reserve<uint8_t>(amx ? plan.unit_blocks : 0);
   char* base = workspace.commit();
+  if (amx) {
+    plan.amx_ih_panels = base + amx_ih;
+    plan.amx_rows = base + amx_rows;
+    plan.amx_finite_blocks = reinterpret_cast<uint8_t*>(base + amx_finite);
+  }
   plan.w_ih_panels = base + ih;
   plan.bias_panels = base + bias;
   plan.gates_chunk = base + chunk;
@@ -347,7 +400,7 @@ std::string cpu_isa() {
 void set_cpu_isa(const std::string& name) {
   std::lock_guard<std::mutex> lock(dispatch_mutex);
   FUSED_LSTM_CHECK_ARG(kernels_named(name) != nullptr, "ISA '", name,
-                       "' is unknown or not supported by this CPU (auto, avx512, avx2, portable)");
+                       "' is unknown or not supported by this CPU (auto, avx512_amx, avx512, avx2, portable)");
   isa_override = name;
 }
 
@@ -384,8 +437,8 @@ void checked_dispatch(const Params& p, Run run) {
 void lstm_forward(const LstmFwdParams& p) {
   checked_dispatch(p, [&](const IsaKernels& isa) {
     if (p.dtype == DType::kFloat32)
-      return run_forward<float>(p, isa.forward_float, isa.width_float, isa.folds_projection);
-    run_forward<double>(p, isa.forward_double, isa.width_double, isa.folds_projection);
+      return run_forward<float>(p, isa.forward_float, isa.width_float, isa.folds_projection, isa.amx_projection);
+    run_forward<double>(p, isa.forward_double, isa.width_double, isa.folds_projection, false);
   });
 }
 

@@ -57,6 +57,11 @@ struct RecurrencePlan {
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
+  // float32 projection on AMX tiles (amx_projection.h; plan_input_chunks):
+  void* amx_ih_panels = nullptr;  // per unit block amx_gate_panel_values(I) bf16 values
+  void* amx_rows = nullptr;       // per member amx_rows_values(chunk_rows, I): a chunk's x rows split
+  uint8_t* amx_finite_blocks = nullptr;  // per unit block: its W_ih all finite, so on the tiles
+  int64_t amx_rows_values = 0;
   int64_t partial_values = 0;
   // A member's weight panels do not fit its L2, so every step streams them
   // from L3: each product requests its next panels into L2 while it runs the
@@ -84,6 +89,20 @@ constexpr int64_t kFoldRows = 8;
 constexpr int kFoldVectors = 2;
 constexpr int64_t kFoldRingRows = 2 * kFoldRows;  // > kFoldRows + 1: rows t .. t + kFoldRows live at step t
 
+// The float projection on AMX tiles (amx_projection.h): bf16 tiles of 16
+// rows x 32 k, each float split into 3 bf16 parts. Sizes in bf16 values.
+constexpr int64_t kAmxTileRows = 16;   // rows of every tile: A's rows, B's k pairs, C's rows
+constexpr int64_t kAmxTileDepth = 32;  // k per tile: 64 bytes of bf16
+constexpr int kAmxParts = 3;
+constexpr int64_t kAmxTileValues = kAmxTileRows * kAmxTileDepth;
+inline int64_t amx_depth_tiles(int64_t K) { return (K + kAmxTileDepth - 1) / kAmxTileDepth; }
+// One unit block's packed W_ih (4 gates of 16 units).
+inline int64_t amx_gate_panel_values(int64_t K) { return 4 * amx_depth_tiles(K) * kAmxParts * kAmxTileValues; }
+// `rows` rows of x, split.
+inline int64_t amx_rows_values(int64_t rows, int64_t K) {
+  return (rows + kAmxTileRows - 1) / kAmxTileRows * amx_depth_tiles(K) * kAmxParts * kAmxTileValues;
+}
+
 // Rows per chunk of the weight gradients inside the backward (weight_grads.h):
 // each chunk re-reads and re-writes the member's dW rows (4 MB a member at
 // H = 512), so enough rows that this is small beside the chunk's FMAs.
@@ -106,11 +125,13 @@ struct IsaKernels {
   int width_float, width_double;
   MemberFn forward_float, forward_double, backward_float, backward_double;
   bool folds_projection;  // its forward can fold_projection (32 vector registers)
+  bool amx_projection;    // its float forward projects the input on AMX tiles
 };
 
 // One per ISA translation unit; avx512/avx2 only when built for x86-64.
 const IsaKernels& portable_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
+const IsaKernels& avx512_amx_kernels();
 
 }  // namespace fused_lstm::cpu
