@@ -5,9 +5,13 @@
 // GFLOP/s, to compare with bench/fma_peak.cpp's peak.
 //   g++ -O3 -std=c++20 -mavx512f -mavx2 -mfma -DNDEBUG -Icsrc -pthread bench/weight_grads_loop.cpp -o /tmp/wgl
 //   /tmp/wgl 2
-// Arguments: members (default 2), T, N, I, H (default 100 16 128 128).
+// Arguments: members (default 2), T, N, I, H (default 100 16 128 128), 1 for
+// the AMX tiles (amx_weight_grads.h; default 0, the FMA chains).
 #define FUSED_LSTM_CPU_ISA avx512
 #include "cpu/weight_grads.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -66,7 +70,11 @@ int main(int argc, char** argv) {
   std::vector<const float*> row_pointers(members * 3 * plan.grad_chunk_rows);
   plan.row_pointers = row_pointers.data();
   const int64_t blocks_per_member = (plan.unit_blocks + members - 1) / members;
-  const int64_t scratch_values = kGradBlockRows * 4 * blocks_per_member * W;
+  // 1 as the sixth argument: on AMX tiles (amx_weight_grads.h), where the process may use them.
+  plan.amx_weight_grads = arg(6, 0) == 1 && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                                    18 /* XFEATURE_XTILEDATA */) == 0;
+  int64_t scratch_values = kGradBlockRows * 4 * blocks_per_member * W;
+  if (plan.amx_weight_grads) scratch_values = std::max(scratch_values, amx_grad_scratch_floats(4 * blocks_per_member, I, H));
   float* scratch = buffer(members * scratch_values, false);
 
   // The unit partition, one chain per element (batch_split 0): each member
@@ -92,7 +100,8 @@ int main(int argc, char** argv) {
   }
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2], flops = 2.0 * rows * 4 * H * (I + H);
-  std::printf("T=%lld N=%lld I=%lld H=%lld, %d members: %.3f ms, %.1f GFLOP/s (thread starts included)\n",
+  std::printf("T=%lld N=%lld I=%lld H=%lld, %d members%s: %.3f ms, %.1f GFLOP/s (thread starts included)\n",
               static_cast<long long>(T), static_cast<long long>(N), static_cast<long long>(I),
-              static_cast<long long>(H), members, median, flops / median / 1e6);
+              static_cast<long long>(H), members, plan.amx_weight_grads ? ", AMX tiles" : "", median,
+              flops / median / 1e6);
 }

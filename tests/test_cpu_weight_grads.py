@@ -3,7 +3,8 @@ fields; csrc/cpu/weight_grads.h: dx, dW_ih, dW_hh and db computed by the team a
 chunk of steps at a time) against reference.recurrence_backward's grad_gates
 turned into those gradients by float64 GEMMs: float64 to 1e-10, float32 to
 5e-5; dense and packed, with and without projection, odd sizes, sequences that
-cross chunks; every ISA; poisoned outputs; each output alone; bit-identical
+cross chunks; every ISA (avx512_amx: dW on AMX tiles from 32 steps, infs as
+the FMA chains take them); poisoned outputs; each output alone; bit-identical
 across runs and thread counts; an empty batch."""
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ def test_matches_reference(shape, packed, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_each_output_alone_is_the_same_bits(dtype):
+@pytest.mark.parametrize("T", [30, 33], ids=["T30", "T33"])  # from 32 steps, float32 dW on AMX tiles where the CPU has them
+def test_each_output_alone_is_the_same_bits(T, dtype):
     # A null pointer skips an output (params.h); the others do not change.
-    pr = make_projected_problem(30, 7, 50, 35, 0, dtype, packed=True, bias=True, seed=5)
+    pr = make_projected_problem(T, 7, 50, 35, 0, dtype, packed=True, bias=True, seed=5)
     grads = make_grads(pr, 5)
     with cpu_isa(ISAS[0]):
         full, _ = run_backward_inside(pr, grads)
@@ -110,6 +112,34 @@ def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
     pr = make_projected_problem(T, N, I, H, P, dtype, packed=True, bias=True, seed=3 + H)
     grads = make_grads(pr, 3)
     assert_bit_identical_across_threads(isa, lambda threads: run_backward_inside(pr, grads)[0])
+
+
+@pytest.mark.skipif("avx512_amx" not in ISAS, reason="needs AMX tiles (avx512_amx)")
+@pytest.mark.parametrize("where", ["x", "grad_y"])
+def test_amx_weight_grads_take_an_inf_as_the_fma_chains_do(where):
+    # On the tiles an inf times a zero bf16 part is a NaN where the float
+    # product is an inf (amx_weight_grads.h): the dW tiles whose block of rows
+    # holds one run on the FMA chains, so every inf and NaN lands where the
+    # avx512 kernels put it, and the finite values agree.
+    pr = make_projected_problem(40, 6, 70, 40, 0, torch.float32, packed=False, bias=True, seed=9)
+    pr["x"] = pr["x"].to(torch.bfloat16).float()  # one bf16 part, the others zero
+    grads = make_grads(pr, 9)
+    if where == "x":
+        pr["x"][3, 2, 5] = float("inf")
+    else:
+        grads["y"][3 * 6 + 2, 5] = float("inf")
+    got = {}
+    for isa in ("avx512", "avx512_amx"):
+        with cpu_isa(isa):
+            got[isa] = run_backward_inside(pr, grads)[0]
+    for name in NAMES:
+        fma, amx = got["avx512"][name], got["avx512_amx"][name]
+        assert torch.equal(fma.isnan(), amx.isnan()) and torch.equal(fma.isinf(), amx.isinf()), name
+        finite = fma.isfinite()
+        if finite.any():
+            assert (fma[finite] - amx[finite]).abs().max().item() <= TOLERANCE[torch.float32], name
+        assert torch.equal(fma[~finite & ~fma.isnan()], amx[~finite & ~amx.isnan()]), name
+    assert not got["avx512"]["grad_w_ih"].isfinite().all(), "the inf reached no weight gradient"
 
 
 def test_empty_batch_gives_zero_weight_gradients():

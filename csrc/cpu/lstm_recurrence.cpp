@@ -338,7 +338,7 @@ void run_forward(const LstmFwdParams& p, MemberFn fn, int64_t width, bool isa_fo
 }
 
 template <class T>
-void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
+void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width, bool isa_amx) {
   const LstmSizes& s = p.sizes;
   const int64_t H = s.hidden, P = s.proj_size, N = s.batch;
   RecurrencePlan plan = sized_plan(s, p.num_threads, width, p.gate_math_only());
@@ -351,6 +351,14 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width) {
     plan.grad_chunk_rows = plan.grad_chunk_steps * N;
     plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
                                     kGradBlockRows * 4 * blocks_read_per_member(plan) * width});
+    // The same steps as the forward's projection (kAmxMinSteps).
+    plan.amx_weight_grads = isa_amx && std::is_same_v<T, float> && s.seq_len >= kAmxMinSteps &&
+                            (p.grad_w_ih || p.grad_w_hh);
+    if (plan.amx_weight_grads)
+      plan.partial_values =
+          std::max(plan.partial_values, amx_grad_scratch_floats(4 * blocks_read_per_member(plan),
+                                                                p.grad_w_ih ? p.input_size : 0,
+                                                                p.grad_w_hh ? s.out_size() : 0));
   }
   const bool halves = plan.batch_split > 0;
   const size_t ih = workspace.reserve<T>(p.grad_x ? plan.input_blocks * 4 * H * width : 0);
@@ -444,8 +452,8 @@ void lstm_forward(const LstmFwdParams& p) {
 
 void lstm_backward(const LstmBwdParams& p) {
   checked_dispatch(p, [&](const IsaKernels& isa) {
-    if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float);
-    run_backward<double>(p, isa.backward_double, isa.width_double);
+    if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float, isa.amx_projection);
+    run_backward<double>(p, isa.backward_double, isa.width_double, false);
   });
 }
 

@@ -76,6 +76,7 @@ struct RecurrencePlan {
   void* row_pointers = nullptr;   // per member 3 * grad_chunk_rows pointers: a chunk's rows of grad_gates, x, h_{t-1}
   int64_t grad_chunk_steps = 0;   // steps per chunk
   int64_t grad_chunk_rows = 0;    // grad_chunk_steps * batch: most rows a chunk has
+  bool amx_weight_grads = false;  // float dW on AMX tiles (amx_weight_grads.h)
 };
 
 // Forward with fold_projection (forward.h fold_step): each step folds the
@@ -116,6 +117,16 @@ constexpr int64_t kWeightGradChunkRows = 512;
 // chunk per pass of the dW tiles; scratch (partial) holds that many rows of
 // a member's own gate columns.
 constexpr int64_t kGradBlockRows = 64;
+
+// Scratch of the weight gradients on AMX tiles (amx_weight_grads.h), in
+// floats: a block's A tiles for `groups` gate groups (16 gate rows each), B
+// tiles for the columns of x and h, a C tile, a flag per group and column tile.
+inline int64_t amx_grad_scratch_floats(int64_t groups, int64_t cols_x, int64_t cols_h) {
+  const int64_t col_tiles = (cols_x + 15) / 16 + (cols_h + 15) / 16;
+  const int64_t tile_floats = kGradBlockRows / kAmxTileDepth * kAmxParts * kAmxTileValues / 2;
+  const int64_t flags = (groups + col_tiles + 63) / 64 * 16;  // bytes, in whole cache lines
+  return (groups + col_tiles) * tile_floats + 256 + flags;
+}
 
 // Run by each member m of the team: the whole sequence for its blocks.
 using MemberFn = void (*)(const RecurrencePlan& plan, int member);
