@@ -115,19 +115,23 @@ def test_bit_identical_across_runs_and_threads(shape, dtype, isa):
 
 
 @pytest.mark.skipif("avx512_amx" not in ISAS, reason="needs AMX tiles (avx512_amx)")
-@pytest.mark.parametrize("where", ["x", "grad_y"])
-def test_amx_weight_grads_take_an_inf_as_the_fma_chains_do(where):
+@pytest.mark.parametrize("where", ["x", "grad_y", "w_ih"])
+def test_amx_backward_takes_an_inf_as_the_fma_chains_do(where):
     # On the tiles an inf times a zero bf16 part is a NaN where the float
-    # product is an inf (amx_weight_grads.h): the dW tiles whose block of rows
-    # holds one run on the FMA chains, so every inf and NaN lands where the
-    # avx512 kernels put it, and the finite values agree.
+    # product is an inf (amx_tiles.h): the dW tiles whose block of rows holds
+    # one, the rows of grad_gates and the input blocks of W_ih with one (dx)
+    # run on the FMA chains, so every inf and NaN lands where the avx512
+    # kernels put it, and the finite values agree.
     pr = make_projected_problem(40, 6, 70, 40, 0, torch.float32, packed=False, bias=True, seed=9)
     pr["x"] = pr["x"].to(torch.bfloat16).float()  # one bf16 part, the others zero
     grads = make_grads(pr, 9)
     if where == "x":
         pr["x"][3, 2, 5] = float("inf")
-    else:
+    elif where == "grad_y":
         grads["y"][3 * 6 + 2, 5] = float("inf")
+    else:
+        pr["w_ih"] = pr["w_ih"].to(torch.bfloat16).float()
+        pr["w_ih"][40 + 7, 5] = float("inf")
     got = {}
     for isa in ("avx512", "avx512_amx"):
         with cpu_isa(isa):
@@ -139,7 +143,8 @@ def test_amx_weight_grads_take_an_inf_as_the_fma_chains_do(where):
         if finite.any():
             assert (fma[finite] - amx[finite]).abs().max().item() <= TOLERANCE[torch.float32], name
         assert torch.equal(fma[~finite & ~fma.isnan()], amx[~finite & ~amx.isnan()]), name
-    assert not got["avx512"]["grad_w_ih"].isfinite().all(), "the inf reached no weight gradient"
+    reached = "grad_x" if where == "w_ih" else "grad_w_ih"
+    assert not got["avx512"][reached].isfinite().all(), f"the inf reached no {reached}"
 
 
 def test_empty_batch_gives_zero_weight_gradients():

@@ -351,9 +351,12 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width, bool isa_a
     plan.grad_chunk_rows = plan.grad_chunk_steps * N;
     plan.partial_values = std::max({plan.partial_values, plan.grad_chunk_rows * 8 * width,
                                     kGradBlockRows * 4 * blocks_read_per_member(plan) * width});
-    // The same steps as the forward's projection (kAmxMinSteps).
-    plan.amx_weight_grads = isa_amx && std::is_same_v<T, float> && s.seq_len >= kAmxMinSteps &&
-                            (p.grad_w_ih || p.grad_w_hh);
+  }
+  // dx and dW on AMX tiles from the steps the forward's projection takes them (kAmxMinSteps).
+  const bool amx = p.weight_grads_inside() && isa_amx && std::is_same_v<T, float> && s.seq_len >= kAmxMinSteps;
+  const bool amx_dx = amx && p.grad_x;
+  if (amx) {
+    plan.amx_weight_grads = p.grad_w_ih || p.grad_w_hh;
     if (plan.amx_weight_grads)
       plan.partial_values =
           std::max(plan.partial_values, amx_grad_scratch_floats(4 * blocks_read_per_member(plan),
@@ -372,7 +375,16 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width, bool isa_a
   const size_t out = workspace.reserve<T>(plan.out_blocks * N * width);
   const size_t exchange = workspace.reserve<T>(P > 0 ? N * plan.out_blocks * width : 0);
   const size_t partial = workspace.reserve<T>(plan.members * plan.partial_values);
+  plan.amx_rows_values = amx_dx ? amx_rows_values(kAmxInputGradRows, 4 * H) : 0;
+  const size_t amx_ih = workspace.reserve<uint16_t>(amx_dx ? plan.input_blocks * amx_gate_panel_values(4 * H) / 4 : 0);
+  const size_t amx_rows = workspace.reserve<uint16_t>(plan.members * plan.amx_rows_values);
+  const size_t amx_finite = workspace.reserve<uint8_t>(amx_dx ? plan.input_blocks : 0);
   char* base = workspace.commit();
+  if (amx_dx) {
+    plan.amx_ih_panels = base + amx_ih;
+    plan.amx_rows = base + amx_rows;
+    plan.amx_finite_blocks = reinterpret_cast<uint8_t*>(base + amx_finite);
+  }
   plan.w_hh_panels = base + hh;
   plan.w_hr_panels = base + hr;
   plan.cell_state = base + cell;

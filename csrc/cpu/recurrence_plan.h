@@ -57,10 +57,12 @@ struct RecurrencePlan {
   int64_t chunk_steps = 0;      // steps projected at a time
   int64_t chunk_rows = 0;       // rows of gates_chunk (chunk_steps * batch)
   bool fold_projection = false; // N = 1, the ISA folds, the weights stay cached (plan_input_chunks)
-  // float32 projection on AMX tiles (amx_projection.h; plan_input_chunks):
-  void* amx_ih_panels = nullptr;  // per unit block amx_gate_panel_values(I) bf16 values
-  void* amx_rows = nullptr;       // per member amx_rows_values(chunk_rows, I): a chunk's x rows split
-  uint8_t* amx_finite_blocks = nullptr;  // per unit block: its W_ih all finite, so on the tiles
+  // float32 products with W_ih on AMX tiles (amx_tiles.h; lstm_recurrence.cpp):
+  void* amx_ih_panels = nullptr;  // forward: per unit block amx_gate_panel_values(I) bf16 values;
+                                  // backward: per input block amx_depth_tiles(4H) B tiles (dx)
+  void* amx_rows = nullptr;       // per member amx_rows_values values: rows of x (forward: a chunk's)
+                                  // or of grad_gates (backward: kAmxInputGradRows) split
+  uint8_t* amx_finite_blocks = nullptr;  // per unit block (forward) or input block (backward): W_ih all finite
   int64_t amx_rows_values = 0;
   int64_t partial_values = 0;
   // A member's weight panels do not fit its L2, so every step streams them
@@ -118,12 +120,21 @@ constexpr int64_t kWeightGradChunkRows = 512;
 // a member's own gate columns.
 constexpr int64_t kGradBlockRows = 64;
 
+// Rows of a chunk per pass of the dW tiles on AMX (amx_weight_grads.h): C
+// goes from dW to the tiles and back once a pass.
+constexpr int64_t kAmxGradBlockRows = 128;
+
+// Rows of grad_gates split at a time for dx on AMX (amx_weight_grads.h
+// amx_input_grads): two row tiles; their C tiles staged in the member's
+// scratch ([rows][32] floats).
+constexpr int64_t kAmxInputGradRows = 2 * kAmxTileRows;
+
 // Scratch of the weight gradients on AMX tiles (amx_weight_grads.h), in
 // floats: a block's A tiles for `groups` gate groups (16 gate rows each), B
 // tiles for the columns of x and h, a C tile, a flag per group and column tile.
 inline int64_t amx_grad_scratch_floats(int64_t groups, int64_t cols_x, int64_t cols_h) {
   const int64_t col_tiles = (cols_x + 15) / 16 + (cols_h + 15) / 16;
-  const int64_t tile_floats = kGradBlockRows / kAmxTileDepth * kAmxParts * kAmxTileValues / 2;
+  const int64_t tile_floats = kAmxGradBlockRows / kAmxTileDepth * kAmxParts * kAmxTileValues / 2;
   const int64_t flags = (groups + col_tiles + 63) / 64 * 16;  // bytes, in whole cache lines
   return (groups + col_tiles) * tile_floats + 256 + flags;
 }

@@ -21,9 +21,10 @@
 // to the next), and each run by the one member that owns its row or its
 // slice; chunks depend on the sizes only. So the thread count never changes
 // a bit. On the avx512_amx kernels a float32 backward of 32 steps or more
-// sums dW on AMX tiles instead (amx_weight_grads.h; the same halves, chunks
-// and blocks of rows, so the same guarantee): T=100 N=16 H=128 on one thread
-// 1.5x the FMA tiles' speed (bench/weight_grads_loop.cpp).
+// computes dW and dx on AMX tiles instead (amx_weight_grads.h; the same
+// halves, chunks and rows, so the same guarantee): dW at T=100 N=16 H=128 on
+// one thread 1.5x the FMA tiles' speed, at T=50 N=64 H=512 2.2x
+// (bench/weight_grads_loop.cpp).
 #pragma once
 #include <cstring>
 #include <type_traits>
@@ -114,6 +115,7 @@ template <class T> class WeightGradients {
         H_(p_.sizes.hidden),
         O_(p_.sizes.out_size()),
         I_(p_.input_size),
+        member_(member),
         row_pointers_(static_cast<const T**>(plan.row_pointers) + member * 3 * plan.grad_chunk_rows) {}
 
   // Before any share runs, each member for its own blocks (owned_blocks):
@@ -125,9 +127,14 @@ template <class T> class WeightGradients {
     const BlockRange inputs = owned_blocks(plan.input_blocks, plan, member);
     const BlockRange units = owned_blocks(plan.unit_blocks, plan, member);
     const T* w_ih = static_cast<const T*>(p.w_ih);
-    for (int64_t q = inputs.begin; p.grad_x && q < inputs.end; ++q)  // W_ih columns: panel q is [4H][W]
+    for (int64_t q = inputs.begin; p.grad_x && q < inputs.end; ++q) {  // W_ih columns: panel q is [4H][W]
       for (int64_t r = 0; r < 4 * H; ++r)
         load_partial(w_ih + r * I + q * W, I - q * W).store(ih_panel(plan, q) + r * W);
+#if FUSED_LSTM_CPU_AMX
+      if constexpr (std::is_same_v<T, float>)
+        if (plan.amx_ih_panels) plan.amx_finite_blocks[q] = pack_amx_columns(ih_panel(plan, q), 4 * H, W, amx_panel(plan, q));
+#endif
+    }
     for_gate_rows(units, H, [&](int64_t r0, int64_t count) {
       for (int half = 0; half < 2; ++half) {
         if (T* dw = grad_w_ih(plan, half)) std::memset(dw + r0 * I, 0, count * I * sizeof(T));
@@ -174,25 +181,7 @@ template <class T> class WeightGradients {
         row0 += rows;
       }
     };
-    if (p_.grad_x) {
-      T* grad_x = static_cast<T*>(p_.grad_x);
-      auto dx = [&](int64_t row, int64_t rows) {
-        product_over_blocks<T, 1>(inputs_, grad_gates + row * 4 * H_, 4 * H_, rows, 4 * H_, partial,
-                                  [&](int64_t q) { return ih_panel(plan_, q); },
-                                  [&](int64_t n, int64_t q, const V* acc) {
-                                    store_partial(grad_x + (row + n) * I_ + q * W, acc[0], I_ - q * W);
-                                  });
-      };
-      if (batch_.begin == 0 && batch_.end >= s.batch) {  // the whole chunk at once
-        int64_t rows = 0;
-        for_steps([&](int64_t, int64_t, int64_t, int64_t end) { rows += end; });
-        dx(row_first, rows);
-      } else {
-        for_steps([&](int64_t, int64_t row0, int64_t begin, int64_t end) {
-          if (begin < end) dx(row0 + begin, end - begin);
-        });
-      }
-    }
+    if (p_.grad_x) input_grads(for_steps, row_first, partial);
     if (!p_.grad_w_ih && !p_.grad_w_hh) return;
     // Per half of the batch: pointers to the share's rows of grad_gates, x
     // and h_{t-1} (h0[n] at t = 0, else row n of step t - 1 in y).
@@ -248,8 +237,60 @@ template <class T> class WeightGradients {
   }
 
  private:
+  // grad_x for the share's rows of a chunk and its input blocks (for_steps:
+  // run_chunk's).
+  template <class ForSteps> void input_grads(ForSteps& for_steps, int64_t row_first, T* partial) {
+    const LstmSizes& s = p_.sizes;
+    const T* grad_gates = static_cast<const T*>(p_.grad_gates);
+    T* grad_x = static_cast<T*>(p_.grad_x);
+    auto dx_on_fma = [&](BlockRange inputs, int64_t row, int64_t rows) {
+      product_over_blocks<T, 1>(inputs, grad_gates + row * 4 * H_, 4 * H_, rows, 4 * H_, partial,
+                                [&](int64_t q) { return ih_panel(plan_, q); },
+                                [&](int64_t n, int64_t q, const V* acc) {
+                                  store_partial(grad_x + (row + n) * I_ + q * W, acc[0], I_ - q * W);
+                                });
+    };
+#if FUSED_LSTM_CPU_AMX
+    // On AMX tiles, the share's rows of the chunk at once, wherever they lie;
+    // an input block with an inf or NaN weight, and a row of grad_gates with
+    // one, on the FMA chains (amx_tiles.h).
+    if constexpr (std::is_same_v<T, float>)
+      if (plan_.amx_ih_panels) {
+        int64_t* rows_of = reinterpret_cast<int64_t*>(row_pointers_);  // the share's rows, in order
+        int64_t count = 0;
+        for_steps([&](int64_t, int64_t row0, int64_t begin, int64_t end) {
+          for (int64_t n = begin; n < end; ++n) rows_of[count++] = row0 + n;
+        });
+        auto on_tiles = [&](int64_t q) { return plan_.amx_finite_blocks[q] != 0; };
+        uint16_t* a_tiles = static_cast<uint16_t*>(plan_.amx_rows) + member_ * plan_.amx_rows_values;
+        amx_input_grads(
+            [&](int64_t r) { return grad_gates + rows_of[r] * 4 * H_; },
+            [&](int64_t r) { return grad_x + rows_of[r] * I_; }, count, 4 * H_, I_, inputs_.begin, inputs_.end,
+            on_tiles, [&](int64_t q) { return amx_panel(plan_, q); }, a_tiles, partial,
+            [&](int64_t r) { dx_on_fma(inputs_, rows_of[r], 1); });
+        for (int64_t q = inputs_.begin; q < inputs_.end; ++q)
+          if (!on_tiles(q))
+            for (int64_t r = 0; r < count; ++r) dx_on_fma({q, q + 1}, rows_of[r], 1);
+        return;
+      }
+#endif
+    if (batch_.begin == 0 && batch_.end >= s.batch) {  // the whole chunk at once
+      int64_t rows = 0;
+      for_steps([&](int64_t, int64_t, int64_t, int64_t end) { rows += end; });
+      dx_on_fma(inputs_, row_first, rows);
+    } else {
+      for_steps([&](int64_t, int64_t row0, int64_t begin, int64_t end) {
+        if (begin < end) dx_on_fma(inputs_, row0 + begin, end - begin);
+      });
+    }
+  }
+
   static T* ih_panel(const RecurrencePlan& plan, int64_t q) {
     return static_cast<T*>(plan.w_ih_panels) + q * 4 * plan.backward->sizes.hidden * W;
+  }
+  // Input block q's B tiles for dx on AMX.
+  static uint16_t* amx_panel(const RecurrencePlan& plan, int64_t q) {
+    return static_cast<uint16_t*>(plan.amx_ih_panels) + q * amx_gate_panel_values(4 * plan.backward->sizes.hidden) / 4;
   }
   // grad_bias's sums of a half (2 x [unit_blocks][4 gates][width] each: sums, Kahan's compensation).
   static T* bias_sum(const RecurrencePlan& plan, int half, int64_t b, int g) {
@@ -305,9 +346,9 @@ template <class T> class WeightGradients {
         const Amx::Groups groups{units_.begin, units_.end - units_.begin, H_};
         Amx::Target on_tiles[2];
         for (int t = 0; t < count; ++t) on_tiles[t] = {targets[t].b_rows, targets[t].cols, targets[t].dw};
-        for (int64_t k0 = 0; k0 < rows && count > 0; k0 += kGradBlockRows) {
+        for (int64_t k0 = 0; k0 < rows && count > 0; k0 += kAmxGradBlockRows) {
           for (int t = 0; t < count; ++t) on_tiles[t].b_rows = targets[t].b_rows + k0;
-          Amx::accumulate(g_rows + k0, std::min(kGradBlockRows, rows - k0), groups, on_tiles, count, scratch);
+          Amx::accumulate(g_rows + k0, std::min(kAmxGradBlockRows, rows - k0), groups, on_tiles, count, scratch);
         }
         return;
       }
@@ -344,6 +385,7 @@ template <class T> class WeightGradients {
   const LstmBwdParams& p_;
   const BlockRange units_, inputs_, batch_;
   const int64_t H_, O_, I_;
+  const int member_;
   const T** const row_pointers_;  // the chunk's rows of grad_gates, x and h_{t-1}, grad_chunk_rows apart
 };
 
