@@ -3,8 +3,8 @@ fields; csrc/cpu/weight_grads.h: dx, dW_ih, dW_hh and db computed by the team a
 chunk of steps at a time) against reference.recurrence_backward's grad_gates
 turned into those gradients by float64 GEMMs: float64 to 1e-10, float32 to
 5e-5; dense and packed, with and without projection, odd sizes, sequences that
-cross chunks; every ISA (avx512_amx: dW on AMX tiles from 32 steps, infs as
-the FMA chains take them); poisoned outputs; each output alone; bit-identical
+cross chunks; every ISA (avx512_amx: dx and dW on AMX tiles from 32 steps
+and a batch of 8, infs as the FMA chains take them); poisoned outputs; each output alone; bit-identical
 across runs and thread counts; an empty batch."""
 from __future__ import annotations
 
@@ -90,10 +90,11 @@ def test_matches_reference(shape, packed, dtype, isa):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("T", [30, 33], ids=["T30", "T33"])  # from 32 steps, float32 dW on AMX tiles where the CPU has them
-def test_each_output_alone_is_the_same_bits(T, dtype):
+# From 32 steps and a batch of 8, float32 dx and dW on AMX tiles where the CPU has them.
+@pytest.mark.parametrize("T, N", [(30, 7), (33, 9)], ids=["T30N7", "T33N9"])
+def test_each_output_alone_is_the_same_bits(T, N, dtype):
     # A null pointer skips an output (params.h); the others do not change.
-    pr = make_projected_problem(T, 7, 50, 35, 0, dtype, packed=True, bias=True, seed=5)
+    pr = make_projected_problem(T, N, 50, 35, 0, dtype, packed=True, bias=True, seed=5)
     grads = make_grads(pr, 5)
     with cpu_isa(ISAS[0]):
         full, _ = run_backward_inside(pr, grads)
@@ -122,13 +123,13 @@ def test_amx_backward_takes_an_inf_as_the_fma_chains_do(where):
     # one, the rows of grad_gates and the input blocks of W_ih with one (dx)
     # run on the FMA chains, so every inf and NaN lands where the avx512
     # kernels put it, and the finite values agree.
-    pr = make_projected_problem(40, 6, 70, 40, 0, torch.float32, packed=False, bias=True, seed=9)
+    pr = make_projected_problem(40, 8, 70, 40, 0, torch.float32, packed=False, bias=True, seed=9)
     pr["x"] = pr["x"].to(torch.bfloat16).float()  # one bf16 part, the others zero
     grads = make_grads(pr, 9)
     if where == "x":
         pr["x"][3, 2, 5] = float("inf")
     elif where == "grad_y":
-        grads["y"][3 * 6 + 2, 5] = float("inf")
+        grads["y"][3 * 8 + 2, 5] = float("inf")
     else:
         pr["w_ih"] = pr["w_ih"].to(torch.bfloat16).float()
         pr["w_ih"][40 + 7, 5] = float("inf")
