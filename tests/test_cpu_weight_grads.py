@@ -4,8 +4,9 @@ chunk of steps at a time) against reference.recurrence_backward's grad_gates
 turned into those gradients by float64 GEMMs: float64 to 1e-10, float32 to
 5e-5; dense and packed, with and without projection, odd sizes, sequences that
 cross chunks; every ISA (avx512_amx: dx and dW on AMX tiles from 32 steps
-and a batch of 8, infs as the FMA chains take them); poisoned outputs; each output alone; bit-identical
-across runs and thread counts; an empty batch."""
+and a batch of 8 or H = 256, infs as the FMA chains take them); poisoned
+outputs; each output alone; bit-identical across runs and thread counts; an
+empty batch."""
 from __future__ import annotations
 
 import pytest
@@ -70,6 +71,7 @@ SHAPES = [  # T, N, I, H, P: odd sizes; one and several tile columns (I = 100: 7
     (1, 1, 1, 1, 0), (5, 3, 7, 9, 0), (6, 5, 20, 33, 7), (7, 4, 100, 20, 0), (150, 1, 24, 40, 0),
     (30, 7, 50, 35, 0), (3, 70, 10, 35, 0), (40, 9, 33, 96, 40), (40, 10, 16, 24, 0),
     (3, 9, 900, 300, 0),  # a member's panels (3 MB and more) past its L2: prefetch_panels (recurrence_plan.h)
+    (33, 2, 20, 260, 0),  # on AMX tiles at N = 2 (H >= 256): the last unit block's gate groups of 4 rows
 ]
 
 

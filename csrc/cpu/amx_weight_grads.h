@@ -1,7 +1,7 @@
 // The backward's products with grad_gates on AMX tiles (amx_tiles.h), for
 // weight_grads.h on the avx512_amx kernels' float32 sequences of
-// kAmxMinSteps or more and batches of kAmxMinBackwardBatch or more
-// (lstm_recurrence.cpp):
+// kAmxMinSteps or more with a batch of kAmxMinBackwardBatch or H of
+// kAmxMinBackwardHidden (lstm_recurrence.cpp):
 // - AmxWeightGradients: dW[r][c] += sum_k g_k[r] * b_k[c] over a block of
 //   rows k, for a share's gate rows r and the columns c of x or of h_{t-1}.
 //   C = 16 gate rows (one gate of a unit block) x 16 columns of dW, from dW

@@ -272,11 +272,13 @@ template <class T> void plan_batch_slices(const LstmBwdParams& p, RecurrencePlan
 // slower, T=32 even, T=100 5% faster (and 15% at N=64 H=512 T=50); a cell's
 // single step stays on the FMA chains (FusedLSTMCell N=16 H=512: 25% slower).
 constexpr int64_t kAmxMinSteps = 32;
-// The backward's dx and dW take the tiles from a batch of 8 (by the sizes, so
-// the bits still depend on no thread count): training at T=100, alternating
-// builds, N=8 H=128 -5% and N=16 -8% on the tiles, but N=1 H=64 +11% and
-// N=2 H=128 +5% (N=1 H=256 -3%, within the noise).
+// The backward's dx and dW take the tiles from a batch of 8 or H = 256 (by
+// the sizes, so the bits still depend on no thread count). Training,
+// alternating builds, on the tiles against the FMA chains: T=100 N=8 H=128
+// -5%, N=16 -8%, N=4 H=256 -11%, T=1000 N=1 H=256 -15%, T=100 N=1 H=256 -5%,
+// N=1 H=1024 even; but T=100 N=1 H=64 +11% and N=2 H=128 +5%.
 constexpr int64_t kAmxMinBackwardBatch = 8;
+constexpr int64_t kAmxMinBackwardHidden = 256;
 
 template <class T>
 void plan_input_chunks(const LstmSizes& s, int64_t input_size, bool isa_folds, bool amx, RecurrencePlan& plan) {
@@ -358,9 +360,9 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width, bool isa_a
                                     kGradBlockRows * 4 * blocks_read_per_member(plan) * width});
   }
   // dx and dW on AMX tiles from the steps the forward's projection takes
-  // them (kAmxMinSteps) and a batch of kAmxMinBackwardBatch.
+  // them (kAmxMinSteps), with a batch or hidden size large enough.
   const bool amx = p.weight_grads_inside() && isa_amx && std::is_same_v<T, float> && s.seq_len >= kAmxMinSteps &&
-                   s.batch >= kAmxMinBackwardBatch;
+                   (s.batch >= kAmxMinBackwardBatch || s.hidden >= kAmxMinBackwardHidden);
   const bool amx_dx = amx && p.grad_x;
   if (amx) {
     plan.amx_weight_grads = p.grad_w_ih || p.grad_w_hh;

@@ -21,7 +21,7 @@
 // to the next), and each run by the one member that owns its row or its
 // slice; chunks depend on the sizes only. So the thread count never changes
 // a bit. On the avx512_amx kernels a float32 backward of 32 steps or more
-// and a batch of 8 or more computes dW and dx on AMX tiles instead (amx_weight_grads.h; the same
+// and a batch of 8 or more (or H >= 256) computes dW and dx on AMX tiles instead (amx_weight_grads.h; the same
 // halves, chunks and rows, so the same guarantee): dW at T=100 N=16 H=128 on
 // one thread 1.5x the FMA tiles' speed, at T=50 N=64 H=512 2.2x
 // (bench/weight_grads_loop.cpp).
