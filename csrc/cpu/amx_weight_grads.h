@@ -29,7 +29,7 @@ namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
 
 class AmxWeightGradients {
  public:
-  static constexpr int64_t kDepthTiles = kAmxGradBlockRows / kAmxTileDepth;  // k tiles per block
+  static constexpr int64_t kDepthTiles = kAmxGradBlockRows / kAmxTileDepth;  // k tiles a block has at most
   static constexpr int64_t kGroupValues = kDepthTiles * kAmxParts * kAmxTileValues;  // one group's or column tile's
 
   struct Group {  // a gate of a unit block: gate rows [r0, r0 + rows) of dW
@@ -56,6 +56,7 @@ class AmxWeightGradients {
   FUSED_LSTM_AMX_TARGET static void accumulate(const float* const* g_rows, int64_t rows, Groups groups,
                                                const Target* targets, int target_count, float* scratch) {
     const int64_t group_count = groups.count();
+    const int64_t depth_tiles = amx_depth_tiles(rows);  // the block's k tiles (the last one padded with zeros)
     int64_t col_tiles_total = 0;
     for (int t = 0; t < target_count; ++t) col_tiles_total += (targets[t].cols + 15) / 16;
     uint16_t* a_tiles = reinterpret_cast<uint16_t*>(scratch);
@@ -63,12 +64,12 @@ class AmxWeightGradients {
     float* edge = reinterpret_cast<float*>(b_tiles + col_tiles_total * kGroupValues);  // a C tile
     uint8_t* finite = reinterpret_cast<uint8_t*>(edge + 256);  // groups, then column tiles
     for (int64_t q = 0; q < group_count; ++q)
-      finite[q] = pack_a(g_rows, rows, groups[q], a_tiles + q * kGroupValues);
+      finite[q] = pack_a(g_rows, rows, depth_tiles, groups[q], a_tiles + q * kGroupValues);
     int64_t col_tile = 0;
     for (int t = 0; t < target_count; ++t)
       for (int64_t c0 = 0; c0 < targets[t].cols; c0 += 16, ++col_tile)
         finite[group_count + col_tile] =
-            pack_b(targets[t].b_rows, rows, c0, std::min<int64_t>(16, targets[t].cols - c0),
+            pack_b(targets[t].b_rows, rows, depth_tiles, c0, std::min<int64_t>(16, targets[t].cols - c0),
                    b_tiles + col_tile * kGroupValues);
 
     AmxTiles tiles;
@@ -88,7 +89,8 @@ class AmxWeightGradients {
                       c * 16,
                       target.cols,
                       target.dw,
-                      edge};
+                      edge,
+                      depth_tiles};
           if (all_finite) {
             run_block(gq, gc, block);
           } else {
@@ -116,16 +118,18 @@ class AmxWeightGradients {
     int64_t c0, cols;
     float* dw;
     float* edge;
+    int64_t depth_tiles;
   };
 
   // A tiles of one gate group: [k tile][part][16 gate rows][32 k], from
   // pairs of rows k (dwords of two bf16) transposed 16 x 16. Zeros past the
   // group's rows and past `rows`. Returns whether every value is finite.
-  FUSED_LSTM_AMX_TARGET static bool pack_a(const float* const* g_rows, int64_t rows, Group group, uint16_t* out) {
+  FUSED_LSTM_AMX_TARGET static bool pack_a(const float* const* g_rows, int64_t rows, int64_t depth_tiles, Group group,
+                                           uint16_t* out) {
     const __mmask16 lanes = group.rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << group.rows) - 1);
     __mmask16 non_finite_lanes = 0;
     alignas(64) uint32_t pairs[kAmxParts][16][16];  // [part][k pair][gate row]
-    for (int64_t kt = 0; kt < kDepthTiles; ++kt) {
+    for (int64_t kt = 0; kt < depth_tiles; ++kt) {
       for (int64_t pair = 0; pair < 16; ++pair) {
         const int64_t k = kt * kAmxTileDepth + 2 * pair;
         __m512i split[kAmxParts];
@@ -143,11 +147,11 @@ class AmxWeightGradients {
 
   // B tiles of columns [c0, c0 + count) of b_rows, zeros past count and
   // past `rows`. Returns whether every value is finite.
-  FUSED_LSTM_AMX_TARGET static bool pack_b(const float* const* b_rows, int64_t rows, int64_t c0, int64_t count,
-                                           uint16_t* out) {
+  FUSED_LSTM_AMX_TARGET static bool pack_b(const float* const* b_rows, int64_t rows, int64_t depth_tiles, int64_t c0,
+                                           int64_t count, uint16_t* out) {
     const __mmask16 lanes = count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
     __mmask16 non_finite_lanes = 0;
-    for (int64_t kt = 0; kt < kDepthTiles; ++kt)
+    for (int64_t kt = 0; kt < depth_tiles; ++kt)
       for (int64_t pair = 0; pair < 16; ++pair) {
         const int64_t k = kt * kAmxTileDepth + 2 * pair;
         __m512i split[kAmxParts];
@@ -171,7 +175,7 @@ class AmxWeightGradients {
                    blk.cols,
                    {nullptr, nullptr},
                    blk.edge};
-    amx_product<CStart::kOut>(groups, columns, blk.a, kGroupValues, blk.b, kGroupValues, kDepthTiles, c);
+    amx_product<CStart::kOut>(groups, columns, blk.a, kGroupValues, blk.b, kGroupValues, blk.depth_tiles, c);
   }
 
   // One C tile's elements on FMA chains (a value in the block is not finite).

@@ -7,7 +7,7 @@
 namespace fused_lstm::cpu {
 
 namespace {
-IsaKernels avx512_kernels_with(const char* name, bool amx_projection) {
+IsaKernels avx512_kernels_with(const char* name, bool uses_amx) {
   return {name,
           avx512::Vec<float>::width,
           avx512::Vec<double>::width,
@@ -16,7 +16,7 @@ IsaKernels avx512_kernels_with(const char* name, bool amx_projection) {
           &avx512::backward_member<float>,
           &avx512::backward_member<double>,
           avx512::kFoldsProjection,
-          amx_projection};
+          uses_amx};
 }
 }  // namespace
 
@@ -25,7 +25,8 @@ const IsaKernels& avx512_kernels() {
   return kernels;
 }
 
-// The same kernels, the float forward's input projection on AMX tiles.
+// The same kernels, their float32 products with W_ih and the weight
+// gradients on AMX tiles (amx_tiles.h).
 const IsaKernels& avx512_amx_kernels() {
   static const IsaKernels kernels = avx512_kernels_with("avx512_amx", true);
   return kernels;

@@ -466,14 +466,14 @@ void checked_dispatch(const Params& p, Run run) {
 void lstm_forward(const LstmFwdParams& p) {
   checked_dispatch(p, [&](const IsaKernels& isa) {
     if (p.dtype == DType::kFloat32)
-      return run_forward<float>(p, isa.forward_float, isa.width_float, isa.folds_projection, isa.amx_projection);
+      return run_forward<float>(p, isa.forward_float, isa.width_float, isa.folds_projection, isa.uses_amx);
     run_forward<double>(p, isa.forward_double, isa.width_double, isa.folds_projection, false);
   });
 }
 
 void lstm_backward(const LstmBwdParams& p) {
   checked_dispatch(p, [&](const IsaKernels& isa) {
-    if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float, isa.amx_projection);
+    if (p.dtype == DType::kFloat32) return run_backward<float>(p, isa.backward_float, isa.width_float, isa.uses_amx);
     run_backward<double>(p, isa.backward_double, isa.width_double, false);
   });
 }

@@ -92,8 +92,8 @@ constexpr int64_t kFoldRows = 8;
 constexpr int kFoldVectors = 2;
 constexpr int64_t kFoldRingRows = 2 * kFoldRows;  // > kFoldRows + 1: rows t .. t + kFoldRows live at step t
 
-// The float projection on AMX tiles (amx_projection.h): bf16 tiles of 16
-// rows x 32 k, each float split into 3 bf16 parts. Sizes in bf16 values.
+// float32 products on AMX tiles (amx_tiles.h): bf16 tiles of 16 rows x 32
+// k, each float split into 3 bf16 parts. Sizes in bf16 values.
 constexpr int64_t kAmxTileRows = 16;   // rows of every tile: A's rows, B's k pairs, C's rows
 constexpr int64_t kAmxTileDepth = 32;  // k per tile: 64 bytes of bf16
 constexpr int kAmxParts = 3;
@@ -101,7 +101,7 @@ constexpr int64_t kAmxTileValues = kAmxTileRows * kAmxTileDepth;
 inline int64_t amx_depth_tiles(int64_t K) { return (K + kAmxTileDepth - 1) / kAmxTileDepth; }
 // One unit block's packed W_ih (4 gates of 16 units).
 inline int64_t amx_gate_panel_values(int64_t K) { return 4 * amx_depth_tiles(K) * kAmxParts * kAmxTileValues; }
-// `rows` rows of x, split.
+// `rows` rows of K values (x, or grad_gates), split.
 inline int64_t amx_rows_values(int64_t rows, int64_t K) {
   return (rows + kAmxTileRows - 1) / kAmxTileRows * amx_depth_tiles(K) * kAmxParts * kAmxTileValues;
 }
@@ -147,7 +147,7 @@ struct IsaKernels {
   int width_float, width_double;
   MemberFn forward_float, forward_double, backward_float, backward_double;
   bool folds_projection;  // its forward can fold_projection (32 vector registers)
-  bool amx_projection;    // its float forward projects the input on AMX tiles
+  bool uses_amx;          // its float32 products with W_ih and dW run on AMX tiles (amx_tiles.h)
 };
 
 // One per ISA translation unit; avx512/avx2 only when built for x86-64.
