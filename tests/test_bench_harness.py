@@ -36,5 +36,6 @@ def test_amx_projection_loop_builds_and_runs(tmp_path):
     if "amx_bf16" not in cpu:
         assert "no AMX" in result.stdout
         return
-    errors = [float(line.split("max error")[1].split()[0]) for line in result.stdout.splitlines() if "max error" in line]
+    errors = [float(line.split("max error")[1].split()[0])
+              for line in result.stdout.splitlines() if "max error" in line]
     assert len(errors) == 2 and max(errors) < 1e-5, result.stdout

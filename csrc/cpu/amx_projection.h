@@ -21,7 +21,7 @@ namespace fused_lstm::cpu::FUSED_LSTM_CPU_ISA {
 FUSED_LSTM_AMX_TARGET inline bool pack_amx_gate_panel(const float* panel, int64_t K, uint16_t* out) {
   bool finite = true;
   for (int g = 0; g < 4; ++g)
-    finite &= pack_amx_columns(panel + g * 16, K, 4 * 16, out + g * amx_gate_panel_values(K) / 4);
+    finite &= pack_amx_columns(panel + g * 16, K, 4 * 16, out + g * amx_column_panel_values(K));
   return finite;
 }
 

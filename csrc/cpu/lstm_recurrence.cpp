@@ -385,7 +385,7 @@ void run_backward(const LstmBwdParams& p, MemberFn fn, int64_t width, bool isa_a
   const size_t exchange = workspace.reserve<T>(P > 0 ? N * plan.out_blocks * width : 0);
   const size_t partial = workspace.reserve<T>(plan.members * plan.partial_values);
   plan.amx_rows_values = amx_dx ? amx_rows_values(kAmxInputGradRows, 4 * H) : 0;
-  const size_t amx_ih = workspace.reserve<uint16_t>(amx_dx ? plan.input_blocks * amx_gate_panel_values(4 * H) / 4 : 0);
+  const size_t amx_ih = workspace.reserve<uint16_t>(amx_dx ? plan.input_blocks * amx_column_panel_values(4 * H) : 0);
   const size_t amx_rows = workspace.reserve<uint16_t>(plan.members * plan.amx_rows_values);
   const size_t amx_finite = workspace.reserve<uint8_t>(amx_dx ? plan.input_blocks : 0);
   char* base = workspace.commit();

@@ -99,8 +99,10 @@ constexpr int64_t kAmxTileDepth = 32;  // k per tile: 64 bytes of bf16
 constexpr int kAmxParts = 3;
 constexpr int64_t kAmxTileValues = kAmxTileRows * kAmxTileDepth;
 inline int64_t amx_depth_tiles(int64_t K) { return (K + kAmxTileDepth - 1) / kAmxTileDepth; }
+// The B tiles of 16 columns, K deep (amx_tiles.h pack_amx_columns).
+inline int64_t amx_column_panel_values(int64_t K) { return amx_depth_tiles(K) * kAmxParts * kAmxTileValues; }
 // One unit block's packed W_ih (4 gates of 16 units).
-inline int64_t amx_gate_panel_values(int64_t K) { return 4 * amx_depth_tiles(K) * kAmxParts * kAmxTileValues; }
+inline int64_t amx_gate_panel_values(int64_t K) { return 4 * amx_column_panel_values(K); }
 // `rows` rows of K values (x, or grad_gates), split.
 inline int64_t amx_rows_values(int64_t rows, int64_t K) {
   return (rows + kAmxTileRows - 1) / kAmxTileRows * amx_depth_tiles(K) * kAmxParts * kAmxTileValues;

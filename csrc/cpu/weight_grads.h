@@ -21,10 +21,10 @@
 // to the next), and each run by the one member that owns its row or its
 // slice; chunks depend on the sizes only. So the thread count never changes
 // a bit. On the avx512_amx kernels a float32 backward of 32 steps or more
-// and a batch of 8 or more (or H >= 256) computes dW and dx on AMX tiles instead (amx_weight_grads.h; the same
-// halves, chunks and rows, so the same guarantee): dW at T=100 N=16 H=128 on
-// one thread 1.5x the FMA tiles' speed, at T=50 N=64 H=512 2.2x
-// (bench/weight_grads_loop.cpp).
+// with a batch of 8 or more (or H >= 256) computes dW and dx on AMX tiles
+// instead (amx_weight_grads.h; the same halves, chunks and rows, so the same
+// guarantee): dW at T=100 N=16 H=128 on one thread 1.5x the FMA tiles'
+// speed, at T=50 N=64 H=512 2.2x (bench/weight_grads_loop.cpp).
 #pragma once
 #include <cstring>
 #include <type_traits>
@@ -132,7 +132,8 @@ template <class T> class WeightGradients {
         load_partial(w_ih + r * I + q * W, I - q * W).store(ih_panel(plan, q) + r * W);
 #if FUSED_LSTM_CPU_AMX
       if constexpr (std::is_same_v<T, float>)
-        if (plan.amx_ih_panels) plan.amx_finite_blocks[q] = pack_amx_columns(ih_panel(plan, q), 4 * H, W, amx_panel(plan, q));
+        if (plan.amx_ih_panels)
+          plan.amx_finite_blocks[q] = pack_amx_columns(ih_panel(plan, q), 4 * H, W, amx_panel(plan, q));
 #endif
     }
     for_gate_rows(units, H, [&](int64_t r0, int64_t count) {
@@ -290,7 +291,7 @@ template <class T> class WeightGradients {
   }
   // Input block q's B tiles for dx on AMX.
   static uint16_t* amx_panel(const RecurrencePlan& plan, int64_t q) {
-    return static_cast<uint16_t*>(plan.amx_ih_panels) + q * amx_gate_panel_values(4 * plan.backward->sizes.hidden) / 4;
+    return static_cast<uint16_t*>(plan.amx_ih_panels) + q * amx_column_panel_values(4 * plan.backward->sizes.hidden);
   }
   // grad_bias's sums of a half (2 x [unit_blocks][4 gates][width] each: sums, Kahan's compensation).
   static T* bias_sum(const RecurrencePlan& plan, int half, int64_t b, int g) {
