@@ -20,6 +20,7 @@
 // [k tile][3 parts][tile].
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -73,22 +74,29 @@ FUSED_LSTM_AMX_TARGET inline void split_pairs(__m512 even, __m512 odd, __m512i (
     pairs[s] = _mm512_or_si512(_mm512_srli_epi32(even_parts[s], 16), _mm512_and_si512(odd_parts[s], top));
 }
 
-// B tiles of 16 columns: column c of row k at column[k * k_stride + c],
-// k < K (zeros to the whole tile past K). out: [k tile][part][B tile].
-// Returns whether every value is finite.
-FUSED_LSTM_AMX_TARGET inline bool pack_amx_columns(const float* column, int64_t K, int64_t k_stride, uint16_t* out) {
+// B tiles of `lanes` (<= 16) columns: row k's from row_of(k), k < K, zeros
+// past them to depth_tiles k tiles. out: [k tile][part][B tile]. Returns
+// whether every value is finite.
+template <class RowOf>
+FUSED_LSTM_AMX_TARGET inline bool pack_amx_columns(RowOf row_of, int64_t K, int64_t lanes, int64_t depth_tiles,
+                                                   uint16_t* out) {
+  const __mmask16 mask = lanes >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1);
   __mmask16 non_finite_lanes = 0;
-  for (int64_t kt = 0; kt < amx_depth_tiles(K); ++kt)
+  for (int64_t kt = 0; kt < depth_tiles; ++kt)
     for (int64_t pair = 0; pair < kAmxTileRows; ++pair) {
       const int64_t k = kt * kAmxTileDepth + 2 * pair;
       __m512i pairs[kAmxParts];
-      split_pairs(k < K ? _mm512_loadu_ps(column + k * k_stride) : _mm512_setzero_ps(),
-                  k + 1 < K ? _mm512_loadu_ps(column + (k + 1) * k_stride) : _mm512_setzero_ps(), pairs,
+      split_pairs(k < K ? _mm512_maskz_loadu_ps(mask, row_of(k)) : _mm512_setzero_ps(),
+                  k + 1 < K ? _mm512_maskz_loadu_ps(mask, row_of(k + 1)) : _mm512_setzero_ps(), pairs,
                   non_finite_lanes);
       for (int s = 0; s < kAmxParts; ++s)
         _mm512_storeu_si512(out + (kt * kAmxParts + s) * kAmxTileValues + pair * kAmxTileDepth, pairs[s]);
     }
   return non_finite_lanes == 0;
+}
+// 16 columns, column c of row k at column[k * k_stride + c], K deep.
+FUSED_LSTM_AMX_TARGET inline bool pack_amx_columns(const float* column, int64_t K, int64_t k_stride, uint16_t* out) {
+  return pack_amx_columns([&](int64_t k) { return column + k * k_stride; }, K, 16, amx_depth_tiles(K), out);
 }
 
 // Rows [0, rows) of a (row r: K values from row_of(r)) to A tiles: [row
@@ -124,6 +132,14 @@ FUSED_LSTM_AMX_TARGET inline bool split_amx_rows(RowOf row_of, int64_t rows, int
     }
   return any_non_finite == 0;
 }
+// fn(r) for each row r in [begin, end) whose K values from row_of(r) hold
+// an inf or NaN (such rows go to the FMA chains).
+template <class RowOf, class Fn>
+inline void for_rows_not_finite(RowOf row_of, int64_t begin, int64_t end, int64_t K, Fn fn) {
+  for (int64_t r = begin; r < end; ++r)
+    if (!std::all_of(row_of(r), row_of(r) + K, [](float v) { return std::isfinite(v); })) fn(r);
+}
+
 // Rows [0, rows) of a [rows][lda] matrix.
 FUSED_LSTM_AMX_TARGET inline bool split_amx_rows(const float* a, int64_t lda, int64_t rows, int64_t K,
                                                  uint16_t* out) {

@@ -19,7 +19,6 @@
 //   blocks.
 #pragma once
 #include <algorithm>
-#include <cmath>
 
 #include "amx_tiles.h"
 #include "simd.h"
@@ -69,8 +68,9 @@ class AmxWeightGradients {
     for (int t = 0; t < target_count; ++t)
       for (int64_t c0 = 0; c0 < targets[t].cols; c0 += 16, ++col_tile)
         finite[group_count + col_tile] =
-            pack_b(targets[t].b_rows, rows, depth_tiles, c0, std::min<int64_t>(16, targets[t].cols - c0),
-                   b_tiles + col_tile * kGroupValues);
+            pack_amx_columns([&](int64_t k) { return targets[t].b_rows[k] + c0; }, rows,
+                             std::min<int64_t>(16, targets[t].cols - c0), depth_tiles,
+                             b_tiles + col_tile * kGroupValues);
 
     AmxTiles tiles;
     col_tile = 0;
@@ -145,25 +145,6 @@ class AmxWeightGradients {
     return non_finite_lanes == 0;
   }
 
-  // B tiles of columns [c0, c0 + count) of b_rows, zeros past count and
-  // past `rows`. Returns whether every value is finite.
-  FUSED_LSTM_AMX_TARGET static bool pack_b(const float* const* b_rows, int64_t rows, int64_t depth_tiles, int64_t c0,
-                                           int64_t count, uint16_t* out) {
-    const __mmask16 lanes = count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-    __mmask16 non_finite_lanes = 0;
-    for (int64_t kt = 0; kt < depth_tiles; ++kt)
-      for (int64_t pair = 0; pair < 16; ++pair) {
-        const int64_t k = kt * kAmxTileDepth + 2 * pair;
-        __m512i split[kAmxParts];
-        split_pairs(k < rows ? _mm512_maskz_loadu_ps(lanes, b_rows[k] + c0) : _mm512_setzero_ps(),
-                    k + 1 < rows ? _mm512_maskz_loadu_ps(lanes, b_rows[k + 1] + c0) : _mm512_setzero_ps(), split,
-                    non_finite_lanes);
-        for (int s = 0; s < kAmxParts; ++s)
-          _mm512_store_si512(out + (kt * kAmxParts + s) * kAmxTileValues + pair * kAmxTileDepth, split[s]);
-      }
-    return non_finite_lanes == 0;
-  }
-
   // Rows x Cols C tiles of dW (groups of blk, columns from blk.c0), from dW
   // and back.
   FUSED_LSTM_AMX_TARGET static void run_block(int groups, int columns, const Block& blk) {
@@ -235,8 +216,7 @@ FUSED_LSTM_AMX_TARGET void amx_input_grads(GRow g_row, OutRow out_row, int64_t r
         q += cols;
       }
     }
-    for (int64_t r = r0; !finite && r < r0 + n; ++r)
-      if (!std::all_of(g_row(r), g_row(r) + K, [](float v) { return std::isfinite(v); })) fma_row(r);
+    if (!finite) for_rows_not_finite(g_row, r0, r0 + n, K, fma_row);
   }
 }
 

@@ -12,7 +12,6 @@
 //                  -> y, h-buffer;                        second barrier
 #pragma once
 #include <algorithm>
-#include <cmath>
 #include <type_traits>
 
 #include "amx_projection.h"
@@ -217,9 +216,9 @@ template <class T> void forward_member(const RecurrencePlan& plan, int member) {
             amx_panel, [&](int64_t b) { return bias_panels + b * 4 * W; }, partial);
         for (int64_t b = units.begin; b < units.end; ++b)
           if (!on_tiles(b)) project_on_fma({b, b + 1}, row0, rows);
-        for (int64_t r = 0; !rows_finite && r < rows; ++r)
-          if (!std::all_of(x + (row0 + r) * I, x + (row0 + r + 1) * I, [](T v) { return std::isfinite(v); }))
-            project_on_fma(units, row0 + r, 1);
+        if (!rows_finite)
+          for_rows_not_finite([&](int64_t r) { return x + r * I; }, row0, row0 + rows, I,
+                              [&](int64_t r) { project_on_fma(units, r, 1); });
         return;
       }
 #endif
